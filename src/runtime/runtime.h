@@ -1,0 +1,113 @@
+// The runtime (public sluice_runtime): a libuv loop, owned on its own thread
+// or borrowed from the caller, with a cross-thread work queue, a deadline
+// schedule shared by every waiting operation, loop-lag sampling and the
+// orderly shutdown that completes every pending op exactly once.
+#pragma once
+
+#include <uv.h>
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "alloc/alloc.h"
+#include "op/op.h"
+#include "sluice/runtime.h"
+
+namespace sluice {
+
+class Runtime : public mem::Allocated {
+ public:
+  // Both return 0 or an error code (message set); *out is set on success.
+  static int start_own_thread(const sluice_runtime_options &opts, Runtime **out);
+  static int attach(uv_loop_t *loop, const sluice_runtime_options &opts, Runtime **out);
+
+  int close();     // own-thread mode, not on the loop thread
+  void destroy();  // sluice_runtime_free
+
+  bool is_loop_thread() const;
+  bool is_closed() const { return closed_.load(std::memory_order_acquire); }
+  uv_loop_t *loop() { return loop_; }
+
+  // Queues fn(arg, status) for the loop thread; status is SLUICE_ECLOSED if
+  // shutdown drains it. Returns SLUICE_ECLOSED (nothing queued) after close.
+  int post(sluice_status_cb fn, void *arg, sluice_free_cb free_arg);
+  int post_internal(sluice_status_cb fn, void *arg) { return post(fn, arg, nullptr); }
+
+  // Any thread: makes `op` pending on the loop with an optional absolute
+  // deadline (monotonic ns, 0 = none). Takes the op's pending reference; on
+  // error the op was never started and the caller still owns it.
+  int start(sluice_op *op, uint64_t deadline_ns);
+
+  // Loop thread: deadline schedule and the pending set.
+  void schedule(sluice_op *op, uint64_t deadline_ns);
+  void unschedule(sluice_op *op);
+  void forget(sluice_op *op);  // called by op->complete
+  void note_completed() { ops_completed_.fetch_add(1, std::memory_order_relaxed); }
+
+  void fill_stats(sluice_runtime_stats *out) const;
+
+ private:
+  struct Item {
+    sluice_status_cb fn;
+    void *arg;
+    sluice_free_cb free_arg;
+  };
+  using Queue = std::vector<Item, mem::Allocator<Item>>;
+
+  Runtime() = default;
+  ~Runtime();
+  int init_handles(const sluice_runtime_options &opts, bool own);
+  void thread_main();
+  void drain(int status);
+  void begin_shutdown();
+  void on_handle_closed();
+  void rearm_deadline_timer();
+  void fire_deadlines();
+  void sample_lag();
+  void link(sluice_op *op);
+
+  static void on_async(uv_async_t *h);
+
+  uv_loop_t own_loop_{};
+  uv_loop_t *loop_ = nullptr;
+  bool own_thread_ = false;
+  std::thread thread_;
+  std::atomic<uv_thread_t> loop_thread_{};
+  std::atomic<bool> started_{false};
+  char thread_name_[16] = "sluice-loop";
+
+  uv_async_t async_{};
+  uv_timer_t deadline_timer_{};
+  uv_timer_t lag_timer_{};
+  int open_handles_ = 0;
+  bool shutdown_done_ = false;
+  bool free_when_closed_ = false;
+
+  std::mutex mu_;  // guards queue_ and the closed_ transition
+  Queue queue_;
+  std::atomic<bool> closed_{false};
+  std::mutex close_mu_;  // one closer joins the thread
+
+  sluice_op *pending_head_ = nullptr;  // loop thread only
+  std::multimap<uint64_t, sluice_op *> deadlines_;  // loop thread only
+
+  uint64_t lag_interval_ns_ = 0;
+  uint64_t lag_last_tick_ = 0;
+  std::atomic<uint64_t> posted_{0}, ops_started_{0}, ops_completed_{0};
+  std::atomic<uint64_t> lag_samples_{0}, lag_last_{0}, lag_max_{0}, lag_mean_{0};
+};
+
+}  // namespace sluice
+
+namespace sluice {
+// The public handle is an opaque spelling of the runtime.
+inline Runtime *unwrap(sluice_runtime *rt) { return reinterpret_cast<Runtime *>(rt); }
+inline const Runtime *unwrap(const sluice_runtime *rt) {
+  return reinterpret_cast<const Runtime *>(rt);
+}
+inline sluice_runtime *wrap(Runtime *rt) { return reinterpret_cast<sluice_runtime *>(rt); }
+}  // namespace sluice
