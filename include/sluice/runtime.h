@@ -94,9 +94,11 @@ SLUICE_EXTERN int sluice_runtime_is_loop_thread(const sluice_runtime *rt);
 /* ---- work on the loop ----------------------------------------------- */
 
 /*
- * Queues cb(user_data, 0) to run on the loop thread, in posting order per
- * posting thread. If the runtime shuts down first, cb runs with
- * SLUICE_ECLOSED instead. Then free_user_data(user_data) if not NULL.
+ * Queues cb(user_data, 0) to run on the loop thread, in the order the posts
+ * were accepted; then free_user_data(user_data) if not NULL. Work accepted
+ * before shutdown began always runs (before any pending operation is
+ * completed with SLUICE_ECLOSED); after that, posting fails. The status is
+ * 0 today; a non-zero status would mean the work did not run.
  * Errors (nothing taken, cb never runs): SLUICE_EINVAL (rt or cb NULL),
  * SLUICE_ECLOSED (the runtime is shutting down), SLUICE_ENOMEM.
  */

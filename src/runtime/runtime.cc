@@ -136,14 +136,17 @@ int Runtime::post(sluice_status_cb fn, void *arg, sluice_free_cb free_arg) {
 
 void Runtime::on_async(uv_async_t *h) {
   auto *rt = static_cast<Runtime *>(h->data);
-  rt->drain(0);
-  if (rt->closed_.load(std::memory_order_acquire)) rt->begin_shutdown();
+  if (rt->closed_.load(std::memory_order_acquire))
+    rt->begin_shutdown();
+  else
+    rt->drain(false);
 }
 
-void Runtime::drain(int status) {
-  // Items posted by callbacks during the drain are taken on the next round
-  // (or in this loop, during shutdown) so none is ever skipped.
-  for (;;) {
+void Runtime::drain(bool until_empty) {
+  // One batch per wake-up in normal operation, so callbacks that post more
+  // cannot starve the loop; until empty at shutdown, when nothing new can be
+  // accepted and so the loop ends.
+  do {
     Queue batch;
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -151,11 +154,10 @@ void Runtime::drain(int status) {
       batch.swap(queue_);
     }
     for (Item &it : batch) {
-      it.fn(it.arg, status);
+      it.fn(it.arg, 0);
       if (it.free_arg) it.free_arg(it.arg);
     }
-    if (status == 0) return;
-  }
+  } while (until_empty);
 }
 
 int Runtime::start(sluice_op *op, uint64_t deadline_ns) {
@@ -271,9 +273,10 @@ void Runtime::sample_lag() {
 void Runtime::begin_shutdown() {
   if (shutdown_done_) return;
   shutdown_done_ = true;
-  drain(SLUICE_ECLOSED);
+  // Work accepted before the close runs first, in order; only then is
+  // every pending op completed with ECLOSED.
+  drain(true);
   while (pending_head_) pending_head_->on_shutdown();
-  drain(SLUICE_ECLOSED);
   uv_timer_stop(&deadline_timer_);
   auto closed = [](uv_handle_t *h) { static_cast<Runtime *>(h->data)->on_handle_closed(); };
   uv_close(reinterpret_cast<uv_handle_t *>(&async_), closed);

@@ -32,8 +32,8 @@ class Runtime : public mem::Allocated {
   bool is_closed() const { return closed_.load(std::memory_order_acquire); }
   uv_loop_t *loop() { return loop_; }
 
-  // Queues fn(arg, status) for the loop thread; status is SLUICE_ECLOSED if
-  // shutdown drains it. Returns SLUICE_ECLOSED (nothing queued) after close.
+  // Queues fn(arg, 0) for the loop thread. Returns SLUICE_ECLOSED (nothing
+  // queued) once close has begun; everything accepted before runs.
   int post(sluice_status_cb fn, void *arg, sluice_free_cb free_arg);
   int post_internal(sluice_status_cb fn, void *arg) { return post(fn, arg, nullptr); }
 
@@ -62,7 +62,7 @@ class Runtime : public mem::Allocated {
   ~Runtime();
   int init_handles(const sluice_runtime_options &opts, bool own);
   void thread_main();
-  void drain(int status);
+  void drain(bool until_empty);
   void begin_shutdown();
   void on_handle_closed();
   void rearm_deadline_timer();
