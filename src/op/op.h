@@ -37,6 +37,7 @@ struct sluice_op : sluice::mem::Allocated {
   int wait(int64_t timeout_ms);
 
   // Loop thread hooks, overridden by each kind of operation.
+  virtual void on_start() {}         // linked and scheduled; may complete()
   virtual void on_cancel();          // default: complete(SLUICE_ECANCELED)
   virtual void on_deadline();        // default: complete(SLUICE_ETIMEDOUT)
   virtual void on_shutdown();        // default: complete(SLUICE_ECLOSED)

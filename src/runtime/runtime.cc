@@ -161,31 +161,51 @@ void Runtime::drain(bool until_empty) {
 }
 
 int Runtime::start(sluice_op *op, uint64_t deadline_ns) {
+  struct Start : mem::Allocated {
+    sluice_op *op;
+    uint64_t deadline;
+    Start(sluice_op *o, uint64_t d) : op(o), deadline(d) {}
+  };
   if (is_loop_thread()) {
+    // Linked and scheduled now, so an embedding loop stays alive for it;
+    // on_start still runs later, never inside the caller's call.
     if (is_closed()) return fail(SLUICE_ECLOSED, "the runtime is shutting down");
+    op->ref();
+    int rc = post_internal(
+        [](void *p, int) {
+          auto *op = static_cast<sluice_op *>(p);
+          if (!op->is_done()) op->on_start();
+          op->unref();
+        },
+        op);
+    if (rc != 0) {
+      op->unref();
+      return rc;
+    }
     ops_started_.fetch_add(1, std::memory_order_relaxed);
     link(op);
     if (deadline_ns) schedule(op, deadline_ns);
     return 0;
   }
-  struct Start {
-    sluice_op *op;
-    uint64_t deadline;
-  };
-  auto *s = new Start{op, deadline_ns};
+  auto *s = new Start(op, deadline_ns);
+  op->ref();  // the queued start's own: a cancel may complete the op first
   int rc = post_internal(
-      [](void *p, int status) {
+      [](void *p, int) {
         auto *s = static_cast<Start *>(p);
-        Runtime *rt = s->op->runtime();
-        rt->link(s->op);
-        if (status != 0)
-          s->op->complete(status);
-        else if (s->deadline)
-          rt->schedule(s->op, s->deadline);
+        sluice_op *op = s->op;
+        uint64_t deadline = s->deadline;
         delete s;
+        if (!op->is_done()) {
+          Runtime *rt = op->runtime();
+          rt->link(op);
+          if (deadline) rt->schedule(op, deadline);
+          op->on_start();
+        }
+        op->unref();
       },
       s);
   if (rc != 0) {
+    op->unref();
     delete s;
     return rc;
   }
@@ -193,7 +213,30 @@ int Runtime::start(sluice_op *op, uint64_t deadline_ns) {
   return 0;
 }
 
+int Runtime::add_hook(ShutdownHook *h) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (closed_.load(std::memory_order_relaxed))
+    return fail(SLUICE_ECLOSED, "the runtime is shutting down");
+  h->hook_prev_ = nullptr;
+  h->hook_next_ = hooks_;
+  if (hooks_) hooks_->hook_prev_ = h;
+  hooks_ = h;
+  return 0;
+}
+
+void Runtime::remove_hook(ShutdownHook *h) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (h->hook_prev_) h->hook_prev_->hook_next_ = h->hook_next_;
+  else if (hooks_ == h) hooks_ = h->hook_next_;
+  else return;  // not registered (or already taken by the shutdown)
+  if (h->hook_next_) h->hook_next_->hook_prev_ = h->hook_prev_;
+  h->hook_prev_ = h->hook_next_ = nullptr;
+}
+
 void Runtime::link(sluice_op *op) {
+  // An embedded runtime keeps the caller's loop alive while work is pending.
+  if (++linked_count_ == 1 && !own_thread_ && !shutdown_done_)
+    uv_ref(reinterpret_cast<uv_handle_t *>(&async_));
   op->linked_ = true;
   op->prev_ = nullptr;
   op->next_ = pending_head_;
@@ -208,6 +251,8 @@ void Runtime::forget(sluice_op *op) {
   else pending_head_ = op->next_;
   if (op->next_) op->next_->prev_ = op->prev_;
   op->linked_ = false;
+  if (--linked_count_ == 0 && !own_thread_ && !shutdown_done_)
+    uv_unref(reinterpret_cast<uv_handle_t *>(&async_));
 }
 
 void Runtime::schedule(sluice_op *op, uint64_t deadline_ns) {
@@ -276,6 +321,17 @@ void Runtime::begin_shutdown() {
   // Work accepted before the close runs first, in order; only then is
   // every pending op completed with ECLOSED.
   drain(true);
+  for (;;) {
+    ShutdownHook *h;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!(h = hooks_)) break;
+      hooks_ = h->hook_next_;
+      if (hooks_) hooks_->hook_prev_ = nullptr;
+      h->hook_prev_ = h->hook_next_ = nullptr;
+    }
+    h->on_runtime_shutdown();
+  }
   while (pending_head_) pending_head_->on_shutdown();
   uv_timer_stop(&deadline_timer_);
   auto closed = [](uv_handle_t *h) { static_cast<Runtime *>(h->data)->on_handle_closed(); };

@@ -19,6 +19,17 @@
 
 namespace sluice {
 
+// An object that owns loop handles (a pool's sockets, a cleanup timer)
+// registers one, so runtime shutdown can close them: it runs on the loop
+// thread after posted work has drained and before pending ops are closed.
+struct ShutdownHook {
+  virtual void on_runtime_shutdown() = 0;
+  ShutdownHook *hook_prev_ = nullptr, *hook_next_ = nullptr;
+
+ protected:
+  ~ShutdownHook() = default;
+};
+
 class Runtime : public mem::Allocated {
  public:
   // Both return 0 or an error code (message set); *out is set on success.
@@ -38,9 +49,14 @@ class Runtime : public mem::Allocated {
   int post_internal(sluice_status_cb fn, void *arg) { return post(fn, arg, nullptr); }
 
   // Any thread: makes `op` pending on the loop with an optional absolute
-  // deadline (monotonic ns, 0 = none). Takes the op's pending reference; on
-  // error the op was never started and the caller still owns it.
+  // deadline (monotonic ns, 0 = none), then calls op->on_start() there,
+  // never inline in the caller. Takes the op's pending reference; on error
+  // the op was never started and the caller still owns it.
   int start(sluice_op *op, uint64_t deadline_ns);
+
+  // Any thread. Returns SLUICE_ECLOSED if shutdown has begun (not added).
+  int add_hook(ShutdownHook *h);
+  void remove_hook(ShutdownHook *h);
 
   // Loop thread: deadline schedule and the pending set.
   void schedule(sluice_op *op, uint64_t deadline_ns);
@@ -92,7 +108,9 @@ class Runtime : public mem::Allocated {
   std::atomic<bool> closed_{false};
   std::mutex close_mu_;  // one closer joins the thread
 
+  ShutdownHook *hooks_ = nullptr;      // guarded by mu_
   sluice_op *pending_head_ = nullptr;  // loop thread only
+  size_t linked_count_ = 0;            // loop thread only
   std::multimap<uint64_t, sluice_op *> deadlines_;  // loop thread only
 
   uint64_t lag_interval_ns_ = 0;
