@@ -26,9 +26,9 @@ install(FILES ${PROJECT_BINARY_DIR}/sluiceConfig.cmake ${PROJECT_BINARY_DIR}/slu
   DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/sluice)
 
 if(SLUICE_WITH_JEMALLOC)
-  set(SLUICE_PC_REQUIRES_PRIVATE "libuv >= 1.44, jemalloc")
+  set(SLUICE_PC_REQUIRES_PRIVATE "libuv >= 1.44, libpq >= 14, jemalloc")
 else()
-  set(SLUICE_PC_REQUIRES_PRIVATE "libuv >= 1.44")
+  set(SLUICE_PC_REQUIRES_PRIVATE "libuv >= 1.44, libpq >= 14")
 endif()
 configure_file(${PROJECT_SOURCE_DIR}/pkgconfig/sluice.pc.in ${PROJECT_BINARY_DIR}/sluice.pc @ONLY)
 install(FILES ${PROJECT_BINARY_DIR}/sluice.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)

@@ -38,3 +38,66 @@ void tu_on_loop(sluice_runtime *rt, void (*fn)(void *), void *arg) {
   assert_int_equal(status, 0);
   sluice_op_free(op);
 }
+
+/* ---- the throwaway PostgreSQL server ---------------------------------- */
+
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+static void load_pg_env(void) {
+  static int loaded = 0;
+  if (loaded) return;
+  loaded = 1;
+  const char *path = getenv("SLUICE_PG_ENV");
+  if (!path) return;
+  FILE *f = fopen(path, "r");
+  if (!f) return;
+  char line[1024];
+  while (fgets(line, sizeof line, f)) {
+    char key[128], val[896];
+    if (sscanf(line, "export %127[^=]='%895[^']'", key, val) == 2) setenv(key, val, 1);
+  }
+  fclose(f);
+}
+
+const char *tu_pg_conninfo(void) {
+  load_pg_env();
+  const char *c = getenv("SLUICE_PG_CONNINFO");
+  if (!c) fail_msg("no PostgreSQL: run through ctest (fixture pg_start) or set SLUICE_PG_CONNINFO");
+  return c;
+}
+
+void tu_pg_ctl(const char *args) {
+  load_pg_env();
+  const char *ctl = getenv("SLUICE_PG_CTL");
+  if (!ctl) fail_msg("SLUICE_PG_CTL is not set");
+  char cmd[1024];
+  snprintf(cmd, sizeof cmd, "%s %s", ctl, args);
+  if (system(cmd) != 0) fail_msg("failed: %s", cmd);
+}
+
+static PGresult *exec_blocking(const char *sql, PGconn **out) {
+  PGconn *c = PQconnectdb(tu_pg_conninfo());
+  if (PQstatus(c) != CONNECTION_OK) fail_msg("test connection: %s", PQerrorMessage(c));
+  PGresult *r = PQexec(c, sql);
+  ExecStatusType st = PQresultStatus(r);
+  if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) fail_msg("%s: %s", sql, PQerrorMessage(c));
+  *out = c;
+  return r;
+}
+
+void tu_pg_exec(const char *sql) {
+  PGconn *c;
+  PQclear(exec_blocking(sql, &c));
+  PQfinish(c);
+}
+
+long tu_pg_long(const char *sql) {
+  PGconn *c;
+  PGresult *r = exec_blocking(sql, &c);
+  long v = PQntuples(r) > 0 && !PQgetisnull(r, 0, 0) ? atol(PQgetvalue(r, 0, 0)) : -1;
+  PQclear(r);
+  PQfinish(c);
+  return v;
+}

@@ -38,4 +38,15 @@ void tu_count_free(void *user_data);
 /* Runs fn on the loop thread and waits for it. */
 void tu_on_loop(sluice_runtime *rt, void (*fn)(void *), void *arg);
 
+/* The throwaway PostgreSQL server that the ctest fixture started: reads the
+ * file named by $SLUICE_PG_ENV (lines `export KEY='value'`) into the
+ * environment. Returns the conninfo; fails the test if there is none. */
+const char *tu_pg_conninfo(void);
+/* Runs `pg_ctl ARGS` on that server (restart, stop, start). */
+void tu_pg_ctl(const char *args);
+/* Runs one statement on a fresh blocking libpq connection (test side). */
+void tu_pg_exec(const char *sql);
+/* Same, returning the first value of the first row as an integer. */
+long tu_pg_long(const char *sql);
+
 #endif

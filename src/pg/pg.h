@@ -1,0 +1,278 @@
+// Internals of the PostgreSQL pool. Everything here runs on the loop thread
+// unless a comment says otherwise; the C entry points (capi.cc) only check
+// arguments, copy them and start ops on the runtime.
+#pragma once
+
+#include <libpq-fe.h>
+#include <uv.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <cstdint>
+#include <deque>
+#include <list>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "alloc/alloc.h"
+#include "runtime/runtime.h"
+#include "sluice/pg.h"
+
+// The public result: immutable once delivered, so any thread may read it.
+struct sluice_pg_result : sluice::mem::Allocated {
+  int status = 0;
+  int sent = 0;
+  PGresult *res = nullptr;  // server result, if there was one
+  std::string sqlstate, message, detail, hint;
+  ~sluice_pg_result() {
+    if (res) PQclear(res);
+  }
+};
+
+namespace sluice::pg {
+
+class Pool;
+struct Conn;
+
+// One statement and its copied parameters.
+struct Statement {
+  std::string sql;
+  std::vector<std::string> values;
+  std::vector<char> is_null;
+  std::vector<int> lengths, formats;
+  int nparams = 0;
+};
+
+// Validates and copies; 0 or SLUICE_EINVAL with the message set.
+int copy_statement(Statement *st, const char *sql, int nparams, const char *const *values,
+                   const int *lengths, const int *formats);
+
+sluice_pg_result *make_error_result(int status, bool sent, const std::string &message);
+// Takes ownership of `res` (a server result: rows or an error).
+sluice_pg_result *make_server_result(PGresult *res);
+bool is_connection_fatal(const std::string &sqlstate);
+
+// What a connection runs: statements sent in one pipeline with one Sync.
+// finished() is called exactly once unless the work is abandoned first.
+struct Work {
+  const std::vector<Statement> *stmts = nullptr;
+  uint32_t flags = 0;
+  bool sent = false;
+  std::vector<sluice_pg_result *> results;  // one per statement, owned here
+  virtual ~Work();
+  // status: 0, SLUICE_EPG (a statement failed), SLUICE_EAMBIGUOUS or
+  // SLUICE_EUNREACHABLE (connection lost after / before sending).
+  virtual void finished(int status) = 0;
+  void clear_results();
+};
+
+// A request waiting for a connection (acquire, one-shot query or batch).
+struct Request : sluice_op {
+  using sluice_op::sluice_op;
+  Pool *pool = nullptr;
+  uint64_t deadline = 0;
+  uint64_t enqueued_ns = 0;
+  bool waiting = false;
+  std::list<Request *>::iterator wait_it;
+  Conn *checking = nullptr;  // a connection being pinged for this request
+  // The pool hands over a clean, checked connection.
+  virtual void granted(Conn *c) = 0;
+  // The pool refuses or gives up: status and text for the result.
+  virtual void refused(int status, const std::string &message) = 0;
+  void on_start() override;
+  void on_cancel() override;
+  void on_deadline() override;
+  void on_shutdown() override;
+  // Subclasses stop work that is running on a connection, if any.
+  virtual void abort_running(int status) { refused(status, ""); }
+};
+
+// The public lease handle.
+struct Lease : mem::Allocated {
+  Pool *pool;
+  Conn *conn;  // nullptr once the connection was lost or closed
+  std::atomic<bool> released{false};
+  struct ConnQuery *running = nullptr;  // a query op of this lease in flight
+  Lease(Pool *p, Conn *c) : pool(p), conn(c) {}
+};
+
+struct Conn : mem::Allocated {
+  enum State { CONNECTING, IDLE, LENT, CLOSED };
+  Pool *pool;
+  bool listener = false;  // the dedicated LISTEN connection
+  State state = CONNECTING;
+  PGconn *pg = nullptr;
+  uv_poll_t *poll = nullptr;  // persistent once connected
+  uv_poll_t *step_poll = nullptr;  // one per PQconnectPoll wait
+  uv_timer_t timer{};  // connect deadline, then recovery/ping deadline
+  int handles = 0;     // open uv handles; the Conn is freed at 0 once closed
+  int fd = -1;
+  int events = 0;
+  bool want_write = false;
+  uint64_t created_ns = 0, idle_since_ns = 0, lent_ns = 0, expires_ns = 0, checked_ns = 0;
+  uint64_t sent_ns = 0;
+  std::vector<std::string> resolved;  // hostaddr per host
+  size_t resolving = 0;
+
+  // What runs now: user work, or an internal step (ping, rollback, drain).
+  Work *work = nullptr;
+  struct Cmd {
+    enum Kind { PREPARE, EXEC, SYNC } kind;
+    size_t index;
+    bool got = false;
+    std::string name;  // PREPARE: the statement name being created
+  };
+  std::deque<Cmd> cmds;
+  std::unique_ptr<Work> internal;  // owned internal work, if that is what runs
+  Lease *lease = nullptr;
+  bool release_when_idle = false;  // the holder released it mid-work
+  struct ConnQuery *queued = nullptr;  // a lease's query waiting for a drain
+  Request *ping_for = nullptr;         // the request a ping is checking for
+  bool doomed = false;
+  sluice_pg_evict_reason doom_reason = SLUICE_PG_EVICT_BROKEN;
+  std::unordered_map<std::string, std::string> statements;  // sql -> name
+  uint32_t next_statement = 0;
+
+  explicit Conn(Pool *p) : pool(p) {}
+  bool busy() const { return work != nullptr; }
+  // Sends `w`; false if the connection failed before anything was sent.
+  bool run(Work *w);
+  // Detaches the current work (its finished() will not be called) and
+  // recovers the connection: cancel on the server, drain, then `then`.
+  void abandon();
+  void on_io(int status, int events);
+  void process_results();
+  void update_poll();
+  void broken(const std::string &why);
+  void finish_work();
+  void close();  // PQfinish and close handles; frees when they are closed
+};
+
+// Cancels queries on the server: PQcancel blocks, so it runs on a thread of
+// its own (never the loop, never libuv's pool). Shared with that thread, so
+// a pool that goes away does not wait for a hung cancel.
+class Canceller {
+ public:
+  static std::shared_ptr<Canceller> start();
+  void submit(PGcancel *c);  // takes ownership; any thread
+  void stop();
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<PGcancel *> queue_;
+  bool stop_ = false;
+};
+
+class Pool final : public mem::Allocated, public ShutdownHook {
+ public:
+  static int create(Runtime *rt, const sluice_pg_pool_options &o, Pool **out);
+  Runtime *rt;
+  sluice_pg_pool_options opts{};
+  std::string conninfo;
+  std::vector<std::string> keys, vals;  // parsed conninfo (+ keepalive defaults)
+  int host_index = -1, hostaddr_index = -1;
+  std::vector<std::string> hosts;  // hosts that need a DNS lookup ("" = none)
+
+  std::vector<Conn *> conns;  // every connection but the listener's
+  std::deque<Conn *> idle;    // most recently used at the back
+  std::list<Request *> waiters;
+  uint32_t connecting = 0;
+  bool down = false;
+  uint32_t failures = 0;  // consecutive connect failures
+  uint64_t next_connect_ns = 0;
+  std::string last_error = "no connection attempted yet";
+  uint64_t rng = 0x9E3779B97F4A7C15ull;
+  uint64_t hold_ewma_ns = 0;
+  bool closing = false, dead = false;
+  uint64_t close_deadline = 0;
+  std::vector<sluice_op *> close_ops;
+  uv_timer_t backoff_timer{}, sweep_timer{}, close_timer{};
+  int handles = 0;
+  bool free_requested = false;
+  std::shared_ptr<Canceller> canceller;
+
+  // Listener machinery.
+  struct Listener *listeners = nullptr;
+  Conn *listen_conn = nullptr;
+  uint64_t listen_retry_ns = 0;
+
+  // Figures, readable from any thread.
+  struct Figures {
+    std::atomic<uint32_t> total{0}, idle{0}, in_use{0}, connecting{0}, waiting{0};
+    std::atomic<uint32_t> peak_total{0}, peak_waiting{0};
+    std::atomic<int> down{0};
+    std::atomic<uint64_t> acquires{0}, acquire_timeouts{0}, acquire_exhausted{0},
+        acquire_unreachable{0}, connect_attempts{0}, connects{0}, connect_failures{0};
+    std::atomic<uint64_t> evictions[SLUICE_PG_EVICT_REASONS_]{};
+    std::atomic<uint64_t> queries{0}, query_errors{0}, query_timeouts{0}, ambiguous{0};
+    std::atomic<uint64_t> errors_by_class[9]{};
+    std::atomic<uint64_t> wait_ns{0}, query_ns{0}, hold_ns{0};
+  } fig;
+
+  // Requests.
+  void request(Request *r);
+  void withdraw(Request *r);
+  void lend(Conn *c, Request *r);
+  void release(Conn *c);  // a holder is done with c
+  void after_work(Conn *c);  // c's work or drain ended: back to its holder or the pool
+  void to_idle(Conn *c);
+  void evict(Conn *c, sluice_pg_evict_reason why, const std::string &msg);
+  void maintain();
+  void open_connection(Conn *c);
+  void on_connected(Conn *c);
+  void on_connect_failed(Conn *c, const std::string &why);
+  void count_error(const sluice_pg_result *r);
+  void note_hold(uint64_t ns);
+  void update_gauges();
+  void emit(sluice_pg_event_kind kind, sluice_pg_evict_reason reason, const std::string &msg);
+  uint64_t backoff_ns();
+  void arm_backoff(uint64_t at_ns);
+  void sweep();
+  // Closing.
+  void begin_close(uint64_t drain_ms, sluice_op *op);
+  void check_closed();
+  void finish_close();
+  void on_runtime_shutdown() override;
+  void handle_closed();
+  // Listeners (listen.cc).
+  void listener_maintain();
+  void listener_lost();
+  void on_notify(PGnotify *n);
+  void add_listener(Listener *l);
+  void remove_listener(Listener *l);
+};
+
+struct Listener : mem::Allocated {
+  Pool *pool;
+  std::string channel;
+  sluice_pg_notify_cb cb;
+  void *user_data;
+  sluice_free_cb free_user_data;
+  std::atomic<int> ready{0};
+  bool subscribed = false, subscribing = false;
+  Listener *next = nullptr;
+};
+
+// The ping before lending, the rollback after a dirty return, and the
+// LISTEN commands are internal works of a connection.
+struct InternalWork : Work {
+  std::vector<Statement> own;
+  Conn *conn;
+  void (*done)(Conn *c, int status);
+  InternalWork(Conn *c, std::initializer_list<const char *> sqls, void (*d)(Conn *, int));
+  void finished(int status) override;
+};
+
+uint64_t now_ns();
+void start_queued(Conn *c);  // ops.cc: runs a lease's query that waited for a drain
+
+}  // namespace sluice::pg
+
+inline sluice::pg::Pool *unwrap(sluice_pg_pool *p) { return reinterpret_cast<sluice::pg::Pool *>(p); }
+inline const sluice::pg::Pool *unwrap(const sluice_pg_pool *p) {
+  return reinterpret_cast<const sluice::pg::Pool *>(p);
+}
