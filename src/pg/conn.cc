@@ -398,7 +398,7 @@ void Conn::finish_work() {
   w->finished(status);
 }
 
-void Conn::broken(const std::string &why) {
+void Conn::broken(const std::string &why, sluice_pg_evict_reason reason) {
   if (state == CLOSED) return;
   Work *w = work;
   work = nullptr;
@@ -407,7 +407,7 @@ void Conn::broken(const std::string &why) {
   std::unique_ptr<Work> keep;
   if (internal && w == internal.get()) keep = std::move(internal);
   // Close first, so whatever the callback does sees a dead connection.
-  pool->evict(this, SLUICE_PG_EVICT_BROKEN, why);
+  pool->evict(this, reason, why);
   if (w) {
     int status = w->sent ? SLUICE_EAMBIGUOUS : SLUICE_EUNREACHABLE;
     std::string msg = (w->sent ? "connection lost before the result was read: "

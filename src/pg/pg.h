@@ -146,7 +146,7 @@ struct Conn : mem::Allocated {
   void on_io(int status, int events);
   void process_results();
   void update_poll();
-  void broken(const std::string &why);
+  void broken(const std::string &why, sluice_pg_evict_reason reason = SLUICE_PG_EVICT_BROKEN);
   void finish_work();
   void close();  // PQfinish and close handles; frees when they are closed
 };

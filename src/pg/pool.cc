@@ -257,7 +257,8 @@ void start_ping(Conn *c, Request *r) {
       &c->timer,
       [](uv_timer_t *t) {
         auto *c = static_cast<Conn *>(t->data);
-        if (c->state != Conn::CLOSED && c->internal) c->broken("health check timed out");
+        if (c->state != Conn::CLOSED && c->internal)
+          c->broken("health check timed out", SLUICE_PG_EVICT_HEALTH);
       },
       c->pool->opts.health_timeout_ms, 0);
   if (!c->run(raw)) c->broken("the connection failed before the health check was sent");
