@@ -94,8 +94,9 @@ SLUICE_EXTERN int sluice_runtime_is_loop_thread(const sluice_runtime *rt);
 /* ---- work on the loop ----------------------------------------------- */
 
 /*
- * Queues cb(user_data, 0) to run on the loop thread, in the order the posts
- * were accepted; then free_user_data(user_data) if not NULL. Work accepted
+ * Queues cb(user_data, 0) to run on the loop thread, in posting order for
+ * each posting thread; then free_user_data(user_data) if not NULL. Called on
+ * the loop thread itself, it never runs cb inline: cb runs on a later turn. Work accepted
  * before shutdown began always runs (before any pending operation is
  * completed with SLUICE_ECLOSED); after that, posting fails. The status is
  * 0 today; a non-zero status would mean the work did not run.

@@ -428,7 +428,7 @@ namespace {
 struct DrainWork : InternalWork {
   std::vector<Statement> copy;
   DrainWork(Conn *c, const Work &from)
-      : InternalWork(c, {}, [](Conn *c, int) { c->pool->after_work(c); }) {
+      : InternalWork(c, {}, [](Conn *c, int) { c->drain_done(); }) {
     if (from.stmts) copy = *from.stmts;
     stmts = &copy;
     sent = true;
@@ -445,16 +445,41 @@ void Conn::abandon() {
   // collected stay with it.
   work = d.get();
   internal = std::move(d);
-  if (PGcancel *pc = PQgetCancel(pg)) pool->canceller->submit(pc);
-  // A connection that does not answer the cancel in time is closed.
+  drained = false;
+  if (PGcancel *pc = PQgetCancel(pg)) {
+    ticket = std::make_shared<CancelTicket>(CancelTicket{this});
+    pool->canceller->submit(pc, ticket);
+  }
+  // A connection that does not recover in time is closed.
   uv_timer_start(
       &timer,
       [](uv_timer_t *t) {
         auto *c = static_cast<Conn *>(t->data);
-        if (c->state != CLOSED && c->internal && c->work == c->internal.get())
+        if (c->state == CLOSED) return;
+        if ((c->internal && c->work == c->internal.get()) || c->ticket)
           c->broken("no answer after a query was cancelled");
       },
       pool->opts.health_timeout_ms, 0);
+}
+
+// A cancel that reaches the server after the query ended on its own would
+// hit the next statement on this connection, so the connection is handed
+// on only once both the results are drained and the cancel was taken.
+void Conn::drain_done() {
+  drained = true;
+  if (!ticket) {
+    uv_timer_stop(&timer);
+    pool->after_work(this);
+  }
+}
+
+void Conn::cancel_taken() {
+  ticket.reset();
+  if (drained && !work && state != CLOSED) {
+    drained = false;
+    uv_timer_stop(&timer);
+    pool->after_work(this);
+  }
 }
 
 InternalWork::InternalWork(Conn *c, std::initializer_list<const char *> sqls,
@@ -479,6 +504,10 @@ void InternalWork::finished(int status) {
 void Conn::close() {
   if (state == CLOSED) return;
   state = CLOSED;
+  if (ticket) {
+    ticket->conn = nullptr;
+    ticket.reset();
+  }
   work = nullptr;
   cmds.clear();
   close_poll(step_poll);

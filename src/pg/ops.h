@@ -78,6 +78,7 @@ struct PoolQuery final : Request {
   PoolQuery(Runtime *rt, Pool *p, sluice_status_cb cb, void *ud, sluice_free_cb f)
       : Request(rt, cb, ud, f) {
     pool = p;
+    holds_for_work = true;
   }
   void granted(Conn *c) override;
   void refused(int status, const std::string &message) override;

@@ -36,6 +36,7 @@ namespace sluice::pg {
 
 class Pool;
 struct Conn;
+struct CancelTicket;
 
 // One statement and its copied parameters.
 struct Statement {
@@ -76,6 +77,7 @@ struct Request : sluice_op {
   uint64_t deadline = 0;
   uint64_t enqueued_ns = 0;
   bool waiting = false;
+  bool holds_for_work = false;  // the deadline must also cover its own query
   std::list<Request *>::iterator wait_it;
   Conn *checking = nullptr;  // a connection being pinged for this request
   // The pool hands over a clean, checked connection.
@@ -131,6 +133,8 @@ struct Conn : mem::Allocated {
   bool release_when_idle = false;  // the holder released it mid-work
   struct ConnQuery *queued = nullptr;  // a lease's query waiting for a drain
   Request *ping_for = nullptr;         // the request a ping is checking for
+  std::shared_ptr<CancelTicket> ticket;  // a cancel request not yet taken
+  bool drained = false;                // the abandoned query's results are in
   bool doomed = false;
   sluice_pg_evict_reason doom_reason = SLUICE_PG_EVICT_BROKEN;
   std::unordered_map<std::string, std::string> statements;  // sql -> name
@@ -149,21 +153,36 @@ struct Conn : mem::Allocated {
   void broken(const std::string &why, sluice_pg_evict_reason reason = SLUICE_PG_EVICT_BROKEN);
   void finish_work();
   void close();  // PQfinish and close handles; frees when they are closed
+  void drain_done();   // the abandoned query's results are all read
+  void cancel_taken(); // the server has taken the cancel request
+};
+
+// Ties a cancel request to its connection; `conn` (loop thread only) is
+// cleared if the connection closes first.
+struct CancelTicket {
+  Conn *conn;
 };
 
 // Cancels queries on the server: PQcancel blocks, so it runs on a thread of
-// its own (never the loop, never libuv's pool). Shared with that thread, so
-// a pool that goes away does not wait for a hung cancel.
+// its own (never the loop, never libuv's pool), and reports back to the loop
+// once the server has taken the request. Shared with that thread, so a pool
+// that goes away does not wait for a hung cancel.
 class Canceller {
  public:
-  static std::shared_ptr<Canceller> start();
-  void submit(PGcancel *c);  // takes ownership; any thread
-  void stop();
+  static std::shared_ptr<Canceller> start(Runtime *rt);
+  // Takes ownership of `c`; any thread.
+  void submit(PGcancel *c, std::shared_ptr<CancelTicket> ticket);
+  void stop();  // after it returns, nothing is posted to the runtime
 
  private:
+  struct Job {
+    PGcancel *cancel;
+    std::shared_ptr<CancelTicket> ticket;
+  };
+  Runtime *rt_ = nullptr;
   std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<PGcancel *> queue_;
+  std::deque<Job> queue_;
   bool stop_ = false;
 };
 

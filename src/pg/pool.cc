@@ -11,34 +11,45 @@ namespace sluice::pg {
 
 // ---- the canceller thread ----------------------------------------------
 
-std::shared_ptr<Canceller> Canceller::start() {
+std::shared_ptr<Canceller> Canceller::start(Runtime *rt) {
   auto c = std::make_shared<Canceller>();
+  c->rt_ = rt;
   std::thread([c] {
     pthread_setname_np(pthread_self(), "sluice-pgcancel");
     std::unique_lock<std::mutex> lock(c->mu_);
     for (;;) {
       c->cv_.wait(lock, [&] { return c->stop_ || !c->queue_.empty(); });
       if (c->queue_.empty()) return;
-      PGcancel *pc = c->queue_.front();
+      Job job = std::move(c->queue_.front());
       c->queue_.pop_front();
       lock.unlock();
       char err[256];
-      PQcancel(pc, err, sizeof err);  // blocks: the reason for this thread
-      PQfreeCancel(pc);
+      PQcancel(job.cancel, err, sizeof err);  // blocks: the reason for this thread
+      PQfreeCancel(job.cancel);
       lock.lock();
+      if (c->stop_) continue;  // the pool (and maybe the runtime) is gone
+      auto *t = new std::shared_ptr<CancelTicket>(std::move(job.ticket));
+      int rc = c->rt_->post_internal(
+          [](void *arg, int) {
+            auto *t = static_cast<std::shared_ptr<CancelTicket> *>(arg);
+            if (Conn *conn = (*t)->conn) conn->cancel_taken();
+            delete t;
+          },
+          t);
+      if (rc != 0) delete t;
     }
   }).detach();
   return c;
 }
 
-void Canceller::submit(PGcancel *pc) {
+void Canceller::submit(PGcancel *pc, std::shared_ptr<CancelTicket> ticket) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (stop_) {
       PQfreeCancel(pc);
       return;
     }
-    queue_.push_back(pc);
+    queue_.push_back(Job{pc, std::move(ticket)});
   }
   cv_.notify_one();
 }
@@ -47,7 +58,7 @@ void Canceller::stop() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     stop_ = true;
-    for (PGcancel *pc : queue_) PQfreeCancel(pc);
+    for (Job &j : queue_) PQfreeCancel(j.cancel);
     queue_.clear();
   }
   cv_.notify_one();
@@ -114,7 +125,7 @@ void pool_start(Pool *p) {
     t->data = p;
     p->handles++;
   }
-  p->canceller = Canceller::start();
+  p->canceller = Canceller::start(p->rt);
   uv_timer_start(
       &p->sweep_timer, [](uv_timer_t *t) { static_cast<Pool *>(t->data)->sweep(); }, 1000, 1000);
   p->maintain();
@@ -188,9 +199,12 @@ void Pool::request(Request *r) {
     return r->refused(SLUICE_EFULL, "the pool's wait queue is full (max_waiters)");
   uint32_t live = live_count(this);
   if (opts.admission_check && hold_ewma_ns && live > 0 && r->deadline) {
-    // The wait this caller can foresee: everyone ahead of it, and itself,
-    // served by `live` connections each held for the recent mean time.
-    uint64_t est = (uint64_t(waiters.size()) + 1) * hold_ewma_ns / live;
+    // The wait this caller can foresee: the callers ahead of it served by
+    // `live` connections, each held for the recent mean time, until one is
+    // free for it; a one-shot query also needs its own hold time.
+    uint64_t ahead = waiters.size();
+    uint64_t est = r->holds_for_work ? (ahead + live) * hold_ewma_ns / live
+                                     : (ahead + 1) * hold_ewma_ns / live;
     if (now + est > r->deadline) {
       fig.acquire_exhausted.fetch_add(1, std::memory_order_relaxed);
       char msg[200];
@@ -269,6 +283,15 @@ void start_ping(Conn *c, Request *r) {
 void Pool::lend(Conn *c, Request *r) {
   uint64_t now = now_ns();
   r->waiting = false;
+  // A query that cannot finish before its caller's deadline would only
+  // hold the connection from someone who can: refuse it, lend to the next.
+  if (opts.admission_check && r->holds_for_work && r->deadline &&
+      now + hold_ewma_ns > r->deadline) {
+    fig.acquire_exhausted.fetch_add(1, std::memory_order_relaxed);
+    r->refused(SLUICE_EEXHAUSTED, "pool exhausted: too little time left for the query");
+    to_idle(c);  // the next waiter, or back to idle
+    return;
+  }
   // A connection idle for a while may have died silently (no FIN, no RST):
   // ping it before anyone relies on it.
   if (opts.check_idle_after_ms == 0 ||

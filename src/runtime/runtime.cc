@@ -21,7 +21,9 @@ int Runtime::init_handles(const sluice_runtime_options &opts, bool own) {
   deadline_timer_.data = this;
   uv_timer_init(loop_, &lag_timer_);
   lag_timer_.data = this;
-  open_handles_ = 3;
+  uv_idle_init(loop_, &local_idle_);
+  local_idle_.data = this;
+  open_handles_ = 4;
   if (!own) {
     // An embedded runtime must not keep the caller's uv_run alive by itself.
     uv_unref(reinterpret_cast<uv_handle_t *>(&async_));
@@ -70,6 +72,7 @@ int Runtime::start_own_thread(const sluice_runtime_options &opts, Runtime **out)
     uv_close(reinterpret_cast<uv_handle_t *>(&rt->async_), nullptr);
     uv_close(reinterpret_cast<uv_handle_t *>(&rt->deadline_timer_), nullptr);
     uv_close(reinterpret_cast<uv_handle_t *>(&rt->lag_timer_), nullptr);
+    uv_close(reinterpret_cast<uv_handle_t *>(&rt->local_idle_), nullptr);
     uv_run(&rt->own_loop_, UV_RUN_DEFAULT);
     uv_loop_close(&rt->own_loop_);
     delete rt;
@@ -122,6 +125,17 @@ bool Runtime::is_loop_thread() const {
 }
 
 int Runtime::post(sluice_status_cb fn, void *arg, sluice_free_cb free_arg) {
+  if (is_loop_thread()) {
+    // From the loop itself: no lock and no wake-up write, just an idle
+    // handle so the loop does not block before running it.
+    if (closed_.load(std::memory_order_acquire))
+      return fail(SLUICE_ECLOSED, "the runtime is shutting down");
+    local_.push_back(Item{fn, arg, free_arg});
+    if (!uv_is_active(reinterpret_cast<uv_handle_t *>(&local_idle_)))
+      uv_idle_start(&local_idle_, [](uv_idle_t *h) { static_cast<Runtime *>(h->data)->drain_local(); });
+    posted_.fetch_add(1, std::memory_order_relaxed);
+    return 0;
+  }
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (closed_.load(std::memory_order_relaxed))
@@ -142,11 +156,23 @@ void Runtime::on_async(uv_async_t *h) {
     rt->drain(false);
 }
 
+void Runtime::drain_local() {
+  Queue batch;
+  batch.swap(local_);
+  for (Item &it : batch) {
+    it.fn(it.arg, 0);
+    if (it.free_arg) it.free_arg(it.arg);
+  }
+  if (local_.empty()) uv_idle_stop(&local_idle_);
+}
+
 void Runtime::drain(bool until_empty) {
   // One batch per wake-up in normal operation, so callbacks that post more
   // cannot starve the loop; until empty at shutdown, when nothing new can be
   // accepted and so the loop ends.
   do {
+    if (until_empty)
+      while (!local_.empty()) drain_local();
     Queue batch;
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -338,6 +364,7 @@ void Runtime::begin_shutdown() {
   uv_close(reinterpret_cast<uv_handle_t *>(&async_), closed);
   uv_close(reinterpret_cast<uv_handle_t *>(&deadline_timer_), closed);
   uv_close(reinterpret_cast<uv_handle_t *>(&lag_timer_), closed);
+  uv_close(reinterpret_cast<uv_handle_t *>(&local_idle_), closed);
 }
 
 void Runtime::on_handle_closed() {

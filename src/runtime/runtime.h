@@ -79,6 +79,7 @@ class Runtime : public mem::Allocated {
   int init_handles(const sluice_runtime_options &opts, bool own);
   void thread_main();
   void drain(bool until_empty);
+  void drain_local();
   void begin_shutdown();
   void on_handle_closed();
   void rearm_deadline_timer();
@@ -99,6 +100,8 @@ class Runtime : public mem::Allocated {
   uv_async_t async_{};
   uv_timer_t deadline_timer_{};
   uv_timer_t lag_timer_{};
+  uv_idle_t local_idle_{};  // runs work the loop thread posted to itself
+  Queue local_;             // loop thread only
   int open_handles_ = 0;
   bool shutdown_done_ = false;
   bool free_when_closed_ = false;

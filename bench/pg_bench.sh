@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Runs the PostgreSQL pool benchmarks against a throwaway server, with
+# pgbench beside them at the same concurrency, in the same run.
+#   bench/pg_bench.sh [--seconds=5] [--clients="1 4 16"] [--scale=10]
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
+seconds=5 clients="1 4 16" scale=10
+for a in "$@"; do
+  case "$a" in
+    --seconds=*) seconds=${a#*=} ;; --clients=*) clients=${a#*=} ;; --scale=*) scale=${a#*=} ;;
+    *) echo "unknown option $a" >&2; exit 2 ;;
+  esac
+done
+bench="$root/build/bench/bench/bench_pg"
+[ -x "$bench" ] || { cmake -S "$root" -B "$root/build/bench" -G Ninja -DSLUICE_BUILD_BENCH=ON -DSLUICE_BUILD_TESTS=OFF > /dev/null && cmake --build "$root/build/bench" > /dev/null; }
+eval "$("$root/scripts/pgtmp.sh" start)"
+trap '"$root/scripts/pgtmp.sh" stop "$SLUICE_PG_DIR"' EXIT
+pgbench -i -s "$scale" -q "$SLUICE_PG_CONNINFO" > /dev/null 2>&1
+echo "PostgreSQL $(psql "$SLUICE_PG_CONNINFO" -Atc 'show server_version'), pgbench scale $scale, $(nproc) cores"
+for c in $clients; do
+  tps=$(pgbench -S -M prepared -c "$c" -j "$(( c < 2 ? 1 : 2 ))" -T "$seconds" -n "$SLUICE_PG_CONNINFO" 2>/dev/null \
+        | awk '/^tps/ {print int($3); exit}')
+  line=$("$bench" --mode=select --inflight="$c" --seconds="$seconds" --scale="$scale")
+  ours=$(echo "$line" | awk '{print int($4)}')
+  echo "$line"
+  echo "pgbench -S -M prepared -c $c: $tps tps; sluice/pgbench = $(awk -v a="$ours" -v b="$tps" 'BEGIN{printf "%.2f", a/b}')"
+done
+"$bench" --mode=pipeline --batch=16 --batches=300
+"$bench" --mode=acquire --iters=200000
+for callers in 8 32; do
+  "$bench" --mode=overload --pool=2 --callers="$callers" --query-ms=50 --deadline-ms=500 --seconds="$seconds"
+done
