@@ -190,6 +190,8 @@ void Pool::open_connection(Conn *c) {
 }
 
 void Pool::on_connected(Conn *c) {
+  // A library must not write the server's NOTICEs to the host's stderr.
+  PQsetNoticeReceiver(c->pg, [](void *, const PGresult *) {}, nullptr);
   PQsetnonblocking(c->pg, 1);
   if (!PQenterPipelineMode(c->pg)) {
     on_connect_failed(c, std::string("could not enter pipeline mode: ") + PQerrorMessage(c->pg));

@@ -197,7 +197,8 @@ void Pool::request(Request *r) {
   }
   if (waiters.size() >= opts.max_waiters)
     return r->refused(SLUICE_EFULL, "the pool's wait queue is full (max_waiters)");
-  uint32_t live = live_count(this);
+  // Connections being opened will serve the queue as well.
+  uint32_t live = live_count(this) + connecting;
   if (opts.admission_check && hold_ewma_ns && live > 0 && r->deadline) {
     // The wait this caller can foresee: the callers ahead of it served by
     // `live` connections, each held for the recent mean time, until one is
