@@ -175,6 +175,7 @@ static void test_server_errors(void **state) {
   sluice_pg_result_free(q.result);
   /* The same bad statement again: the failed PREPARE was not cached. */
   assert_err(SLUICE_EPG, tu_q(p, &q, "selec 1", 0, NULL, 0));
+  assert_int_equal(sluice_pg_result_retryable(q.result, 1), 0); /* a syntax error stays one */
   sluice_pg_result_free(q.result);
 
   tu_pg_exec("insert into t_basic values (10, 'x') on conflict do nothing");
@@ -184,7 +185,13 @@ static void test_server_errors(void **state) {
   sluice_pg_result_free(q.result);
   assert_err(SLUICE_EPG, tu_q(p, &q, "select 1/0", 0, NULL, 0));
   assert_string_equal(sluice_pg_result_sqlstate(q.result), "22012");
+  assert_int_equal(sluice_pg_result_retryable(q.result, 1), 0);
   sluice_pg_result_free(q.result);
+  /* A serialization failure is the server's "run it again". */
+  assert_err(SLUICE_EPG, tu_q(p, &q, "do $$ begin raise exception using errcode = '40001'; end $$", 0, NULL, 0));
+  assert_int_equal(sluice_pg_result_retryable(q.result, 0), 1);
+  sluice_pg_result_free(q.result);
+  assert_int_equal(sluice_pg_result_retryable(NULL, 1), 0);
   /* The connection is still good afterwards. */
   assert_ok(tu_q(p, &q, "select 7", 0, NULL, 0));
   assert_string_equal(tu_val(q.result), "7");
@@ -252,6 +259,7 @@ static void test_exhaustion_and_deadlines(void **state) {
   tu_query q;
   assert_err(SLUICE_ETIMEDOUT, tu_q(p, &q, "insert into t_basic values (200, 'never')", 0, NULL, 50));
   assert_int_equal(sluice_pg_result_sent(q.result), 0); /* safe to retry */
+  assert_int_equal(sluice_pg_result_retryable(q.result, 0), 1);
   sluice_pg_result_free(q.result);
   assert_ok(sluice_pg_conn_release(held));
   sluice_pg_pool_stats s = tu_stats(p);

@@ -336,6 +336,8 @@ static void test_proxy_partition_and_ambiguous_write(void **state) {
   sluice_op_free(op);
   assert_int_equal(st, SLUICE_EAMBIGUOUS);
   assert_int_equal(sluice_pg_result_sent(q.result), 1);
+  assert_int_equal(sluice_pg_result_retryable(q.result, 0), 0); /* a write: never blindly */
+  assert_int_equal(sluice_pg_result_retryable(q.result, 1), 1); /* unless idempotent */
   sluice_pg_result_free(q.result);
   tu_wait_until(query_gone, "t_faults select 42", "the write finishes on the server");
   assert_int_equal(tu_pg_long("select count(*) from t_faults where id = 42"), 1);

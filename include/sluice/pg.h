@@ -333,6 +333,19 @@ SLUICE_EXTERN int sluice_pg_result_value(const sluice_pg_result *r, int row, int
 /* Frees a result delivered to a callback. NULL is a no-op. */
 SLUICE_EXTERN void sluice_pg_result_free(sluice_pg_result *r);
 
+/*
+ * The retry classification for a failed statement: 1 if running it again
+ * is safe and may succeed, else 0. Safe when nothing was sent
+ * (SLUICE_ETIMEDOUT, SLUICE_EEXHAUSTED, SLUICE_EUNREACHABLE, SLUICE_EFULL),
+ * for serialization failures and deadlocks (SQLSTATE 40001, 40P01: the
+ * server rolled the statement back), and for connection-class errors
+ * (class 08, 57P01..57P03) that the server reported before running it. An
+ * ambiguous failure (SLUICE_EAMBIGUOUS, or sent=1 with no server answer)
+ * is retryable only if `idempotent` is non-zero. Success, SLUICE_ECLOSED,
+ * SLUICE_ECANCELED and other server errors are not retryable. Any thread.
+ */
+SLUICE_EXTERN int sluice_pg_result_retryable(const sluice_pg_result *r, int idempotent);
+
 /* ---- LISTEN / NOTIFY ------------------------------------------------ */
 
 typedef struct sluice_pg_listener sluice_pg_listener;

@@ -146,4 +146,23 @@ int sluice_pg_result_value(const sluice_pg_result *r, int row, int col, const ch
 
 void sluice_pg_result_free(sluice_pg_result *r) { delete r; }
 
+int sluice_pg_result_retryable(const sluice_pg_result *r, int idempotent) {
+  if (!r) return 0;
+  switch (r->status) {
+    case SLUICE_ETIMEDOUT:
+    case SLUICE_EEXHAUSTED:
+    case SLUICE_EUNREACHABLE:
+    case SLUICE_EFULL:
+      return r->sent ? (idempotent ? 1 : 0) : 1;
+    case SLUICE_EAMBIGUOUS:
+      return idempotent ? 1 : 0;
+    case SLUICE_EPG:
+      if (r->sqlstate == "40001" || r->sqlstate == "40P01") return 1;
+      if (sluice::pg::is_connection_fatal(r->sqlstate)) return 1;
+      return 0;
+    default:
+      return 0;
+  }
+}
+
 }  // extern "C"
