@@ -54,6 +54,10 @@ class Runtime : public mem::Allocated {
   // the op was never started and the caller still owns it.
   int start(sluice_op *op, uint64_t deadline_ns);
 
+  // Runs fn(arg) on the loop thread and returns when it has run (inline if
+  // called there). SLUICE_ECLOSED (not run) once shutdown has begun.
+  int call(void (*fn)(void *), void *arg);
+
   // Any thread. Returns SLUICE_ECLOSED if shutdown has begun (not added).
   int add_hook(ShutdownHook *h);
   void remove_hook(ShutdownHook *h);
