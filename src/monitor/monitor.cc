@@ -1,6 +1,7 @@
 #include "monitor/monitor.h"
 
 #include <dirent.h>
+#include <time.h>
 #include <sys/statvfs.h>
 
 #include <cstring>
@@ -28,16 +29,54 @@ uint64_t hash_name(const char *s, size_t n) {
   return h;
 }
 
+// Threads have stacks megabytes apart, so bits of the stack address tell
+// them apart without thread-local storage (which costs a __tls_get_addr
+// call from a shared library).
+int stripe_of_thread() {
+  auto sp = reinterpret_cast<uintptr_t>(__builtin_frame_address(0));
+  return int((sp >> 21) ^ (sp >> 23)) & (kStripes - 1);
+}
+
 }  // namespace
 
 // ---- series -------------------------------------------------------------
 
+void StripedScalars::add(uint64_t d, bool error) {
+  Scalars &s = stripe[stripe_of_thread()];
+  s.count.fetch_add(1, std::memory_order_relaxed);
+  s.sum.fetch_add(d, std::memory_order_relaxed);
+  if (error) s.errors.fetch_add(1, std::memory_order_relaxed);
+}
+
+void StripedScalars::add_to(Totals &t) const {
+  for (const Scalars &s : stripe) {
+    t.count += s.count.load(std::memory_order_relaxed);
+    t.errors += s.errors.load(std::memory_order_relaxed);
+    t.sum += s.sum.load(std::memory_order_relaxed);
+  }
+}
+
+void StripedScalars::reset() {
+  for (Scalars &s : stripe) {
+    s.count.store(0, std::memory_order_relaxed);
+    s.errors.store(0, std::memory_order_relaxed);
+    s.sum.store(0, std::memory_order_relaxed);
+  }
+}
+
+uint64_t Monitor::minute() const {
+  if (clock_) return clock_(clock_ud_) / 60000000000ull;
+  // Minute slots need no precision: the coarse clock is a few ns cheaper
+  // than a full one on the recording path.
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return uint64_t(ts.tv_sec) / 60;
+}
+
 void Slot::reset(uint64_t m) {
   // A few samples recorded into this slot while it is cleared can be lost
   // from the recent windows (never from the whole run).
-  count.store(0, std::memory_order_relaxed);
-  errors.store(0, std::memory_order_relaxed);
-  sum.store(0, std::memory_order_relaxed);
+  scalars.reset();
   min.store(UINT64_MAX, std::memory_order_relaxed);
   max.store(0, std::memory_order_relaxed);
   for (auto &h : hist) h.store(0, std::memory_order_relaxed);
@@ -46,8 +85,7 @@ void Slot::reset(uint64_t m) {
 
 void Series::record(uint64_t m, uint64_t d, int outcome) {
   uint32_t i = hist::index_of(d);
-  count.fetch_add(1, std::memory_order_relaxed);
-  sum.fetch_add(d, std::memory_order_relaxed);
+  scalars.add(d, outcome != 0);
   hist[i].fetch_add(1, std::memory_order_relaxed);
   atomic_min(min, d);
   atomic_max(max, d);
@@ -59,15 +97,12 @@ void Series::record(uint64_t m, uint64_t d, int outcome) {
     }
   }
   if (s.minute.load(std::memory_order_acquire) == m) {
-    s.count.fetch_add(1, std::memory_order_relaxed);
-    s.sum.fetch_add(d, std::memory_order_relaxed);
+    s.scalars.add(d, outcome != 0);
     s.hist[i].fetch_add(1, std::memory_order_relaxed);
     atomic_min(s.min, d);
     atomic_max(s.max, d);
-    if (outcome != 0) s.errors.fetch_add(1, std::memory_order_relaxed);
   }
   if (outcome == 0) return;
-  errors.fetch_add(1, std::memory_order_relaxed);
   for (int k = 0; k < kErrorCodes; k++) {
     int c = codes[k].load(std::memory_order_acquire);
     if (c == 0) {
@@ -88,9 +123,7 @@ void Series::record(uint64_t m, uint64_t d, int outcome) {
 }
 
 void Slot::add_to(Totals &t) const {
-  t.count += count.load(std::memory_order_relaxed);
-  t.errors += errors.load(std::memory_order_relaxed);
-  t.sum += sum.load(std::memory_order_relaxed);
+  scalars.add_to(t);
   t.min = std::min(t.min, min.load(std::memory_order_relaxed));
   t.max = std::max(t.max, max.load(std::memory_order_relaxed));
   for (uint32_t i = 0; i < hist::kBuckets; i++) t.hist[i] += hist[i].load(std::memory_order_relaxed);
@@ -99,9 +132,7 @@ void Slot::add_to(Totals &t) const {
 Totals Series::totals(sluice_monitor_window w, uint64_t m) const {
   Totals t;
   if (w == SLUICE_WINDOW_ALL) {
-    t.count = count.load(std::memory_order_relaxed);
-    t.errors = errors.load(std::memory_order_relaxed);
-    t.sum = sum.load(std::memory_order_relaxed);
+    scalars.add_to(t);
     t.min = min.load(std::memory_order_relaxed);
     t.max = max.load(std::memory_order_relaxed);
     for (uint32_t i = 0; i < hist::kBuckets; i++) t.hist[i] = hist[i].load(std::memory_order_relaxed);

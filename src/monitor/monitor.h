@@ -16,6 +16,7 @@
 namespace sluice::mon {
 
 constexpr size_t kMaxName = 128;
+constexpr int kStripes = 4;  // counters spread over cache lines by thread
 constexpr int kSlots = 5;        // minutes kept for the windows
 constexpr int kErrorCodes = 15;  // distinct error codes kept per series
 
@@ -27,9 +28,23 @@ struct Totals {
   uint64_t percentile(double q) const;
 };
 
+// Count, errors and sum, one set per stripe: threads recording the same
+// operation then do not fight over one cache line.
+struct alignas(64) Scalars {
+  std::atomic<uint64_t> count{0}, errors{0}, sum{0};
+};
+
+struct StripedScalars {
+  Scalars stripe[kStripes];
+  void add(uint64_t d, bool error);
+  void add_to(Totals &t) const;
+  void reset();
+};
+
 struct Slot {
   std::atomic<uint64_t> minute{UINT64_MAX};
-  std::atomic<uint64_t> count{0}, errors{0}, sum{0}, min{UINT64_MAX}, max{0};
+  StripedScalars scalars;
+  std::atomic<uint64_t> min{UINT64_MAX}, max{0};
   std::atomic<uint32_t> hist[hist::kBuckets]{};
   void reset(uint64_t m);
   void add_to(Totals &t) const;
@@ -40,7 +55,8 @@ struct Series : mem::Allocated {
   size_t len = 0;
   std::atomic<uint32_t> id{UINT32_MAX};        // published after insertion
   std::atomic<Series *> redirect{nullptr};     // lost the race for the cap
-  std::atomic<uint64_t> count{0}, errors{0}, sum{0}, min{UINT64_MAX}, max{0};
+  StripedScalars scalars;
+  std::atomic<uint64_t> min{UINT64_MAX}, max{0};
   std::atomic<uint64_t> hist[hist::kBuckets]{};
   Slot slots[kSlots];
   std::atomic<int> codes[kErrorCodes]{};
@@ -57,7 +73,7 @@ class Monitor : public mem::Allocated {
   Series *lookup(const char *name, size_t len);  // never null
   int record_id(uint32_t id, uint64_t d, int outcome);
   uint64_t now() const { return clock_ ? clock_(clock_ud_) : uv_hrtime(); }
-  uint64_t minute() const { return now() / 60000000000ull; }
+  uint64_t minute() const;
   uint32_t count() const {
     uint32_t n = std::min(n_.load(std::memory_order_acquire), max_series_);
     return n + (overflow_.load(std::memory_order_acquire) ? 1 : 0);
