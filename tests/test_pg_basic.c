@@ -302,7 +302,11 @@ static void test_admission_check_refuses_hopeless_callers(void **state) {
 static void test_concurrency_far_above_max(void **state) {
   (void)state;
   enum { N = 300 };
-  sluice_pg_pool *p = tu_pool(rt, 1, 4);
+  sluice_monitor *mon = NULL;
+  assert_ok(sluice_monitor_new(&mon, rt, NULL));
+  sluice_pg_pool_options o = SLUICE_PG_POOL_OPTIONS_INIT;
+  o.min_size = 1, o.max_size = 4, o.monitor = mon;
+  sluice_pg_pool *p = tu_pool_opts(rt, &o);
   tu_query *q = calloc(N, sizeof *q);
   sluice_op **ops = calloc(N, sizeof *ops);
   for (int i = 0; i < N; i++) ops[i] = tu_q_start(p, &q[i], "select pg_sleep(0.001), 1", 60000);
@@ -321,6 +325,19 @@ static void test_concurrency_far_above_max(void **state) {
   free(q);
   free(ops);
   tu_pool_close(p, 1000);
+  /* The monitor saw exactly what the pool did, with no code from us. */
+  sluice_monitor_op_stats st = {sizeof st};
+  uint64_t seen[3] = {0, 0, 0};
+  const char *names[3] = {"pg.acquire", "pg.query", "pg.connect"};
+  for (uint32_t i = 0; i < sluice_monitor_series_count(mon); i++) {
+    assert_ok(sluice_monitor_op_stats_get(mon, i, SLUICE_WINDOW_ALL, &st));
+    for (int k = 0; k < 3; k++)
+      if (!strcmp(st.name, names[k])) seen[k] = st.count;
+  }
+  assert_int_equal(seen[0], s.acquires);
+  assert_int_equal(seen[1], N);
+  assert_int_equal(seen[2], s.connects);
+  sluice_monitor_free(mon);
 }
 
 extern void tu_batch_cb_for_tests(void *, int);

@@ -26,6 +26,7 @@
 #define SLUICE_PG_H
 
 #include "common.h"
+#include "monitor.h"
 #include "op.h"
 #include "runtime.h"
 
@@ -107,11 +108,16 @@ typedef struct sluice_pg_pool_options {
                                   transaction-mode poolers) */
   sluice_pg_event_cb on_event; /* optional, loop thread */
   void *event_user_data;
+  /* Optional: the pool records "pg.acquire" (wait for a connection, with
+   * its outcome), "pg.query" (every statement or batch, the whole call
+   * including any wait) and "pg.connect" (each connect attempt). Must
+   * outlive the pool. */
+  sluice_monitor *monitor;
 } sluice_pg_pool_options;
 
 #define SLUICE_PG_POOL_OPTIONS_INIT                                           \
   {SLUICE_PG_POOL_OPTIONS_VERSION, NULL, 1, 10, 2, 10000, 5000, 60000, 5000,  \
-   1000, 1800000, 600000, 100, 5000, 1, 1, 256, NULL, NULL}
+   1000, 1800000, 600000, 100, 5000, 1, 1, 256, NULL, NULL, NULL}
 
 /*
  * Fills `opts` with the defaults of options version `version`.

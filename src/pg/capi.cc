@@ -172,7 +172,7 @@ void sluice_pg_pool_free(sluice_pg_pool *pool) {
             Request *r = p->waiters.front();
             p->waiters.pop_front();
             r->waiting = false;
-            r->refused(SLUICE_ECLOSED, "the pool was freed");
+            p->refuse(r, SLUICE_ECLOSED, "the pool was freed");
           }
           std::vector<Conn *> all = p->conns;
           for (Conn *c : all)

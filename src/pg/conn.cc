@@ -218,6 +218,7 @@ void Pool::on_connected(Conn *c) {
   failures = 0;
   next_connect_ns = 0;
   fig.connects.fetch_add(1, std::memory_order_relaxed);
+  observe(CONNECT, c->created_ns, 0);
   if (down) {
     down = false;
     fig.down.store(0, std::memory_order_relaxed);

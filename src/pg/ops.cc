@@ -18,7 +18,7 @@ static void stop_request(Request *r, int status) {
     const char *why = status == SLUICE_ETIMEDOUT ? "no connection became free before the deadline"
                       : status == SLUICE_ECANCELED ? "cancelled while waiting for a connection"
                                                    : "the runtime is shutting down";
-    r->refused(status, why);
+    r->pool->refuse(r, status, why);
     return;
   }
   r->abort_running(status);
@@ -184,6 +184,7 @@ void ConnQuery::finish(int status, bool sent, const std::string &message) {
   if (lease && !conn && !queued_on && lease->running == this) lease->running = nullptr;
   out.take(work, status, sent, message);
   count_outcome(pool, status);
+  pool->observe(Pool::QUERY, created_ns, status);
   complete(status);
 }
 
@@ -231,6 +232,7 @@ void PoolQuery::abort_running(int status) {
 void PoolQuery::finish(int status, bool sent, const std::string &message) {
   out.take(work, status, sent, message);
   count_outcome(pool, status);
+  pool->observe(Pool::QUERY, created_ns, status);
   complete(status);
 }
 

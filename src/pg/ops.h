@@ -55,6 +55,7 @@ struct ConnQuery final : sluice_op {
   QueryOutput out;
   Conn *conn = nullptr;       // running on it
   Conn *queued_on = nullptr;  // waiting for it to finish draining
+  uint64_t created_ns = now_ns_for_request();
   ConnQuery(Runtime *rt, Pool *p, Lease *l, sluice_status_cb cb, void *ud, sluice_free_cb f)
       : sluice_op(rt, cb, ud, f), pool(p), lease(l) {}
   void on_start() override;

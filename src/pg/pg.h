@@ -70,12 +70,15 @@ struct Work {
   void clear_results();
 };
 
+uint64_t now_ns_for_request();
+
 // A request waiting for a connection (acquire, one-shot query or batch).
 struct Request : sluice_op {
   using sluice_op::sluice_op;
   Pool *pool = nullptr;
   uint64_t deadline = 0;
   uint64_t enqueued_ns = 0;
+  uint64_t created_ns = now_ns_for_request();
   bool waiting = false;
   bool holds_for_work = false;  // the deadline must also cover its own query
   std::list<Request *>::iterator wait_it;
@@ -245,6 +248,12 @@ class Pool final : public mem::Allocated, public ShutdownHook {
   void on_connected(Conn *c);
   void on_connect_failed(Conn *c, const std::string &why);
   void count_error(const sluice_pg_result *r);
+  // Refuses a request (recording it as a failed acquire).
+  void refuse(Request *r, int status, const std::string &msg);
+  // The optional monitor's series.
+  enum Series { ACQUIRE, QUERY, CONNECT };
+  uint32_t series_id[3] = {0, 0, 0};
+  void observe(Series s, uint64_t since_ns, int outcome);
   void note_hold(uint64_t ns);
   void update_gauges();
   void emit(sluice_pg_event_kind kind, sluice_pg_evict_reason reason, const std::string &msg);

@@ -111,6 +111,11 @@ int Pool::create(Runtime *rt, const sluice_pg_pool_options &o, Pool **out) {
     }
   }
   p->rng ^= uv_hrtime();
+  if (o.monitor) {
+    const char *names[3] = {"pg.acquire", "pg.query", "pg.connect"};
+    for (int i = 0; i < 3; i++)
+      sluice_monitor_series(o.monitor, names[i], std::strlen(names[i]), &p->series_id[i]);
+  }
   uv_loop_t *loop = rt->loop();
   (void)loop;
   *out = p;
@@ -133,6 +138,19 @@ void pool_start(Pool *p) {
 }
 
 // ---- figures -----------------------------------------------------------
+
+uint64_t now_ns_for_request() { return uv_hrtime(); }
+
+void Pool::observe(Series s, uint64_t since_ns, int outcome) {
+  if (!opts.monitor) return;
+  uint64_t now = now_ns();
+  sluice_monitor_record_id(opts.monitor, series_id[s], now > since_ns ? now - since_ns : 0, outcome);
+}
+
+void Pool::refuse(Request *r, int status, const std::string &msg) {
+  observe(ACQUIRE, r->enqueued_ns ? r->enqueued_ns : r->created_ns, status);
+  r->refused(status, msg);
+}
 
 void Pool::update_gauges() {
   uint32_t total = 0, in_use = 0;
@@ -185,10 +203,10 @@ void Pool::request(Request *r) {
   r->pool = this;
   uint64_t now = now_ns();
   r->enqueued_ns = now;
-  if (closing || dead) return r->refused(SLUICE_ECLOSED, "the pool is closing");
+  if (closing || dead) return refuse(r, SLUICE_ECLOSED, "the pool is closing");
   if (down && opts.fail_fast) {
     fig.acquire_unreachable.fetch_add(1, std::memory_order_relaxed);
-    return r->refused(SLUICE_EUNREACHABLE, "database unreachable: " + last_error);
+    return refuse(r, SLUICE_EUNREACHABLE, "database unreachable: " + last_error);
   }
   if (!idle.empty()) {
     Conn *c = idle.back();
@@ -196,7 +214,7 @@ void Pool::request(Request *r) {
     return lend(c, r);
   }
   if (waiters.size() >= opts.max_waiters)
-    return r->refused(SLUICE_EFULL, "the pool's wait queue is full (max_waiters)");
+    return refuse(r, SLUICE_EFULL, "the pool's wait queue is full (max_waiters)");
   // Connections being opened will serve the queue as well.
   uint32_t live = live_count(this) + connecting;
   if (opts.admission_check && hold_ewma_ns && live > 0 && r->deadline) {
@@ -214,7 +232,7 @@ void Pool::request(Request *r) {
                     "connections) and %" PRIu64 " ms left",
                     est / 1000000, waiters.size(), live,
                     r->deadline > now ? (r->deadline - now) / 1000000 : 0);
-      return r->refused(SLUICE_EEXHAUSTED, msg);
+      return refuse(r, SLUICE_EEXHAUSTED, msg);
     }
   }
   r->waiting = true;
@@ -289,7 +307,7 @@ void Pool::lend(Conn *c, Request *r) {
   if (opts.admission_check && r->holds_for_work && r->deadline &&
       now + hold_ewma_ns > r->deadline) {
     fig.acquire_exhausted.fetch_add(1, std::memory_order_relaxed);
-    r->refused(SLUICE_EEXHAUSTED, "pool exhausted: too little time left for the query");
+    refuse(r, SLUICE_EEXHAUSTED, "pool exhausted: too little time left for the query");
     to_idle(c);  // the next waiter, or back to idle
     return;
   }
@@ -305,6 +323,7 @@ void Pool::lend(Conn *c, Request *r) {
   c->lent_ns = now;
   fig.acquires.fetch_add(1, std::memory_order_relaxed);
   fig.wait_ns.fetch_add(now - r->enqueued_ns, std::memory_order_relaxed);
+  observe(ACQUIRE, r->enqueued_ns, 0);
   update_gauges();
   r->granted(c);
 }
@@ -484,6 +503,7 @@ void Pool::on_connect_failed(Conn *c, const std::string &why) {
   std::string msg = why;
   while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' ')) msg.pop_back();
   fig.connect_failures.fetch_add(1, std::memory_order_relaxed);
+  observe(CONNECT, c->created_ns, SLUICE_EUNREACHABLE);
   if (c->listener) {
     evict(c, SLUICE_PG_EVICT_BROKEN, msg);
     listen_retry_ns = now_ns() + backoff_ns();
@@ -506,7 +526,7 @@ void Pool::on_connect_failed(Conn *c, const std::string &why) {
         waiters.pop_front();
         r->waiting = false;
         fig.acquire_unreachable.fetch_add(1, std::memory_order_relaxed);
-        r->refused(SLUICE_EUNREACHABLE, "database unreachable: " + msg);
+        refuse(r, SLUICE_EUNREACHABLE, "database unreachable: " + msg);
       }
     }
   }
@@ -563,7 +583,7 @@ void Pool::begin_close(uint64_t drain_ms, sluice_op *op) {
           Request *r = p->waiters.front();
           p->waiters.pop_front();
           r->waiting = false;
-          r->refused(SLUICE_ECLOSED, "the pool closed");
+          p->refuse(r, SLUICE_ECLOSED, "the pool closed");
         }
         std::vector<Conn *> all = p->conns;
         for (Conn *c : all) {
