@@ -152,58 +152,10 @@ int sluice_pg_pool_close(sluice_pg_pool *pool, uint32_t drain_timeout_ms, sluice
 void sluice_pg_pool_free(sluice_pg_pool *pool) {
   if (!pool) return;
   Pool *p = unwrap(pool);
-  Runtime *rt = p->rt;
-  guarded([&] {
-    // Close with no drain time (if not closed), then release on the loop.
-    struct Destroy final : sluice_op {
-      Pool *pool;
-      Destroy(Runtime *rt, Pool *p) : sluice_op(rt, [](void *, int) {}, nullptr, nullptr), pool(p) {}
-      void on_start() override {
-        Pool *p = pool;
-        while (p->listeners) {
-          Listener *l = p->listeners;
-          p->listeners = l->next;
-          if (l->free_user_data) l->free_user_data(l->user_data);
-          delete l;
-        }
-        if (!p->dead) {
-          p->closing = true;
-          while (!p->waiters.empty()) {
-            Request *r = p->waiters.front();
-            p->waiters.pop_front();
-            r->waiting = false;
-            p->refuse(r, SLUICE_ECLOSED, "the pool was freed");
-          }
-          std::vector<Conn *> all = p->conns;
-          for (Conn *c : all)
-            if (c->busy() && c->work != c->internal.get()) c->broken("the pool was freed");
-          p->finish_close();
-        }
-        p->rt->remove_hook(p);
-        p->free_requested = true;
-        for (uv_timer_t *t : {&p->backoff_timer, &p->sweep_timer, &p->close_timer})
-          uv_close(reinterpret_cast<uv_handle_t *>(t),
-                   [](uv_handle_t *h) { static_cast<Pool *>(h->data)->handle_closed(); });
-        complete(0);
-      }
-      void on_shutdown() override {
-        on_start();  // the runtime stops first: do the same, then done
-      }
-    };
-    auto *op = new Destroy(rt, p);
-    bool on_loop = rt->is_loop_thread();
-    op->ref();
-    if (rt->start(op, 0) != 0) {
-      // The runtime shut down already: its hook closed the pool's handles.
-      op->unref();
-      delete op;
-      delete p;
-      return 0;
-    }
-    if (!on_loop) op->wait(-1);
-    op->unref();
-    return 0;
-  });
+  // Closed (with no drain time if it was not) and released on the loop;
+  // from another thread this waits, so nothing calls back afterwards.
+  int rc = p->rt->call([](void *arg) { static_cast<Pool *>(arg)->destroy_on_loop(); }, p);
+  if (rc != 0) delete p;  // the runtime is gone: its shutdown hook closed everything
 }
 
 int sluice_pg_pool_acquire(sluice_pg_pool *pool, int64_t timeout_ms, sluice_pg_acquire_cb cb,

@@ -264,6 +264,8 @@ class Pool final : public mem::Allocated, public ShutdownHook {
   void begin_close(uint64_t drain_ms, sluice_op *op);
   void check_closed();
   void finish_close();
+  void hard_close(const char *why);  // no more draining: cancel, refuse, close
+  void destroy_on_loop();            // sluice_pg_pool_free
   void on_runtime_shutdown() override;
   void handle_closed();
   // Listeners (listen.cc).

@@ -577,24 +577,43 @@ void Pool::begin_close(uint64_t drain_ms, sluice_op *op) {
   uv_timer_start(
       &close_timer,
       [](uv_timer_t *t) {
-        auto *p = static_cast<Pool *>(t->data);
         // The drain time is over: whatever still runs is cancelled.
-        while (!p->waiters.empty()) {
-          Request *r = p->waiters.front();
-          p->waiters.pop_front();
-          r->waiting = false;
-          p->refuse(r, SLUICE_ECLOSED, "the pool closed");
-        }
-        std::vector<Conn *> all = p->conns;
-        for (Conn *c : all) {
-          if (c->state == Conn::CLOSED) continue;
-          if (c->busy() && c->work != c->internal.get()) c->broken("the pool closed");
-          else p->evict(c, SLUICE_PG_EVICT_CLOSE, "the pool closed");
-        }
-        p->finish_close();
+        static_cast<Pool *>(t->data)->hard_close("the pool closed");
       },
       drain_ms, 0);
   check_closed();
+}
+
+void Pool::hard_close(const char *why) {
+  closing = true;
+  while (!waiters.empty()) {
+    Request *r = waiters.front();
+    waiters.pop_front();
+    r->waiting = false;
+    refuse(r, SLUICE_ECLOSED, why);
+  }
+  std::vector<Conn *> all = conns;
+  for (Conn *c : all) {
+    if (c->state == Conn::CLOSED) continue;
+    if (c->busy() && c->work != c->internal.get()) c->broken(why);
+    else evict(c, SLUICE_PG_EVICT_CLOSE, why);
+  }
+  finish_close();
+}
+
+void Pool::destroy_on_loop() {
+  while (listeners) {
+    Listener *l = listeners;
+    listeners = l->next;
+    if (l->free_user_data) l->free_user_data(l->user_data);
+    delete l;
+  }
+  if (!dead) hard_close("the pool was freed");
+  rt->remove_hook(this);
+  free_requested = true;
+  for (uv_timer_t *t : {&backoff_timer, &sweep_timer, &close_timer})
+    uv_close(reinterpret_cast<uv_handle_t *>(t),
+             [](uv_handle_t *h) { static_cast<Pool *>(h->data)->handle_closed(); });
 }
 
 void Pool::check_closed() {
