@@ -5,13 +5,13 @@
 
 #include <atomic>
 #include <cstdint>
-#include <map>
 
 #include "alloc/alloc.h"
 #include "sluice/op.h"
 
 namespace sluice {
 class Runtime;
+class DeadlineHeap;
 }
 
 struct sluice_op : sluice::mem::Allocated {
@@ -54,6 +54,7 @@ struct sluice_op : sluice::mem::Allocated {
 
  private:
   friend class sluice::Runtime;
+  friend class sluice::DeadlineHeap;
   sluice::Runtime *rt_;
   std::atomic<uint32_t> refs_{1};  // one for the pending side
   std::atomic<int> done_{0};
@@ -62,6 +63,6 @@ struct sluice_op : sluice::mem::Allocated {
   // Runtime bookkeeping, loop thread only.
   sluice_op *prev_ = nullptr, *next_ = nullptr;
   bool linked_ = false;
-  bool scheduled_ = false;
-  std::multimap<uint64_t, sluice_op *>::iterator deadline_it_;
+  size_t heap_index_ = SIZE_MAX;  // position in the deadline heap, if any
+  uint64_t deadline_ = 0;
 };

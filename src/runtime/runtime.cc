@@ -157,11 +157,18 @@ void Runtime::on_async(uv_async_t *h) {
 }
 
 void Runtime::drain_local() {
-  Queue batch;
-  batch.swap(local_);
-  for (Item &it : batch) {
-    it.fn(it.arg, 0);
-    if (it.free_arg) it.free_arg(it.arg);
+  // Work that posts more work (a callback starting the next operation)
+  // runs on without a loop turn (a poll syscall) in between, up to a
+  // bound so timers and I/O still get their turn.
+  for (int round = 0; round < 16 && !local_.empty(); round++) {
+    // Two vectors take turns, so neither gives up its capacity.
+    Queue &batch = local_spare_;
+    batch.swap(local_);
+    for (Item &it : batch) {
+      it.fn(it.arg, 0);
+      if (it.free_arg) it.free_arg(it.arg);
+    }
+    batch.clear();
   }
   if (local_.empty()) uv_idle_stop(&local_idle_);
 }
@@ -282,18 +289,13 @@ void Runtime::forget(sluice_op *op) {
 }
 
 void Runtime::schedule(sluice_op *op, uint64_t deadline_ns) {
-  unschedule(op);
-  op->deadline_it_ = deadlines_.emplace(deadline_ns, op);
-  op->scheduled_ = true;
-  if (op->deadline_it_ == deadlines_.begin()) rearm_deadline_timer();
+  bool changed = deadlines_.remove(op);
+  changed |= deadlines_.push(op, deadline_ns);
+  if (changed) rearm_deadline_timer();
 }
 
 void Runtime::unschedule(sluice_op *op) {
-  if (!op->scheduled_) return;
-  bool was_first = op->deadline_it_ == deadlines_.begin();
-  deadlines_.erase(op->deadline_it_);
-  op->scheduled_ = false;
-  if (was_first) rearm_deadline_timer();
+  if (deadlines_.remove(op)) rearm_deadline_timer();
 }
 
 void Runtime::rearm_deadline_timer() {
@@ -303,11 +305,11 @@ void Runtime::rearm_deadline_timer() {
     if (!own_thread_) uv_unref(h);
     return;
   }
-  uint64_t now = uv_hrtime();
-  uint64_t due = deadlines_.begin()->first;
-  // Round up: a timer must never fire before its deadline.
-  uint64_t delay_ms = due > now ? (due - now + kNsPerMs - 1) / kNsPerMs : 0;
-  uv_update_time(loop_);
+  // libuv fires at loop time + delay, so the delay is counted from the
+  // loop's own (cached) time; rounded up, a timer never fires early.
+  uint64_t loop_ns = uv_now(loop_) * kNsPerMs;
+  uint64_t due = deadlines_.top_deadline();
+  uint64_t delay_ms = due > loop_ns ? (due - loop_ns + kNsPerMs - 1) / kNsPerMs : 0;
   uv_timer_start(
       &deadline_timer_, [](uv_timer_t *t) { static_cast<Runtime *>(t->data)->fire_deadlines(); },
       delay_ms, 0);
@@ -316,10 +318,9 @@ void Runtime::rearm_deadline_timer() {
 
 void Runtime::fire_deadlines() {
   uint64_t now = uv_hrtime();
-  while (!deadlines_.empty() && deadlines_.begin()->first <= now) {
-    sluice_op *op = deadlines_.begin()->second;
-    deadlines_.erase(deadlines_.begin());
-    op->scheduled_ = false;
+  while (!deadlines_.empty() && deadlines_.top_deadline() <= now) {
+    sluice_op *op = deadlines_.top();
+    deadlines_.remove(op);
     op->on_deadline();
   }
   rearm_deadline_timer();

@@ -8,13 +8,13 @@
 
 #include <atomic>
 #include <cstdint>
-#include <map>
 #include <mutex>
 #include <thread>
 #include <vector>
 
 #include "alloc/alloc.h"
 #include "op/op.h"
+#include "runtime/deadlines.h"
 #include "sluice/runtime.h"
 
 namespace sluice {
@@ -105,7 +105,7 @@ class Runtime : public mem::Allocated {
   uv_timer_t deadline_timer_{};
   uv_timer_t lag_timer_{};
   uv_idle_t local_idle_{};  // runs work the loop thread posted to itself
-  Queue local_;             // loop thread only
+  Queue local_, local_spare_;  // loop thread only
   int open_handles_ = 0;
   bool shutdown_done_ = false;
   bool free_when_closed_ = false;
@@ -118,7 +118,7 @@ class Runtime : public mem::Allocated {
   ShutdownHook *hooks_ = nullptr;      // guarded by mu_
   sluice_op *pending_head_ = nullptr;  // loop thread only
   size_t linked_count_ = 0;            // loop thread only
-  std::multimap<uint64_t, sluice_op *> deadlines_;  // loop thread only
+  DeadlineHeap deadlines_;  // loop thread only
 
   uint64_t lag_interval_ns_ = 0;
   uint64_t lag_last_tick_ = 0;
