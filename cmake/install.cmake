@@ -25,10 +25,6 @@ write_basic_package_version_file(${PROJECT_BINARY_DIR}/sluiceConfigVersion.cmake
 install(FILES ${PROJECT_BINARY_DIR}/sluiceConfig.cmake ${PROJECT_BINARY_DIR}/sluiceConfigVersion.cmake
   DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/sluice)
 
-if(SLUICE_WITH_JEMALLOC)
-  set(SLUICE_PC_REQUIRES_PRIVATE "libuv >= 1.44, libpq >= 14, jemalloc")
-else()
-  set(SLUICE_PC_REQUIRES_PRIVATE "libuv >= 1.44, libpq >= 14")
-endif()
+set(SLUICE_PC_REQUIRES_PRIVATE "libuv >= 1.44, libpq >= 14")
 configure_file(${PROJECT_SOURCE_DIR}/pkgconfig/sluice.pc.in ${PROJECT_BINARY_DIR}/sluice.pc @ONLY)
 install(FILES ${PROJECT_BINARY_DIR}/sluice.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)

@@ -4,24 +4,45 @@
 #include <cstdlib>
 #include <cstring>
 
-#ifdef SLUICE_WITH_JEMALLOC
-#include <jemalloc/jemalloc.h>
-#endif
+#include <dlfcn.h>
+
+#include <cstdio>
 
 namespace sluice::mem {
 
-#ifdef SLUICE_WITH_JEMALLOC
 namespace {
 
-// One arena for the whole library, created on first use.
-unsigned arena_index() {
-  static const unsigned index = [] {
-    unsigned a = 0;
-    size_t sz = sizeof a;
-    if (mallctl("arenas.create", &a, &sz, nullptr, 0) != 0) return 0u;
-    return a;
+// jemalloc is looked up at run time, not linked: Debian's libjemalloc needs
+// 2.6 KiB of static TLS, which glibc does not have left for a library that
+// is dlopen()ed (Python's ctypes), so a hard dependency would make sluice
+// impossible to load there. A process that has jemalloc loaded (linked with
+// -ljemalloc, as sluice's own programs are) gets the dedicated arena;
+// otherwise sluice uses the system allocator and counts its bytes.
+struct Jemalloc {
+  void *(*mallocx)(size_t, int) = nullptr;
+  void (*sdallocx)(void *, size_t, int) = nullptr;
+  int (*mallctl)(const char *, void *, size_t *, void *, size_t) = nullptr;
+  unsigned arena = 0;
+  bool ok = false;
+};
+
+const Jemalloc &jemalloc() {
+  static const Jemalloc j = [] {
+    Jemalloc j;
+#ifdef SLUICE_WITH_JEMALLOC
+    void *h = dlopen("libjemalloc.so.2", RTLD_NOW | RTLD_LOCAL | RTLD_NOLOAD);
+    if (!h) h = dlopen("libjemalloc.so.2", RTLD_NOW | RTLD_LOCAL);
+    if (!h) return j;
+    j.mallocx = reinterpret_cast<decltype(j.mallocx)>(dlsym(h, "mallocx"));
+    j.sdallocx = reinterpret_cast<decltype(j.sdallocx)>(dlsym(h, "sdallocx"));
+    j.mallctl = reinterpret_cast<decltype(j.mallctl)>(dlsym(h, "mallctl"));
+    size_t sz = sizeof j.arena;
+    j.ok = j.mallocx && j.sdallocx && j.mallctl &&
+           j.mallctl("arenas.create", &j.arena, &sz, nullptr, 0) == 0;
+#endif
+    return j;
   }();
-  return index;
+  return j;
 }
 
 // jemalloc's automatic thread cache mixes arenas, so each thread that
@@ -31,77 +52,75 @@ struct ThreadCache {
   bool ok = false;
   ThreadCache() {
     size_t sz = sizeof id;
-    ok = mallctl("tcache.create", &id, &sz, nullptr, 0) == 0;
+    ok = jemalloc().mallctl("tcache.create", &id, &sz, nullptr, 0) == 0;
   }
   ~ThreadCache() {
-    if (ok) mallctl("tcache.destroy", nullptr, nullptr, &id, sizeof id);
+    if (ok) jemalloc().mallctl("tcache.destroy", nullptr, nullptr, &id, sizeof id);
   }
 };
 
+// The MALLOCX_* flag encodings of jemalloc.h, which is not included so the
+// build does not depend on it.
+constexpr int arena_flag(unsigned a) { return int((a + 1) << 20); }
+constexpr int tcache_flag(unsigned t) { return int((t + 2) << 8); }
+constexpr int kTcacheNone = int((unsigned(-1) + 2) << 8);
+
 int flags() {
-  // initial-exec: a general-dynamic thread_local in a shared library costs
-  // a __tls_get_addr call on every allocation.
-  static thread_local ThreadCache cache __attribute__((tls_model("initial-exec")));
-  int f = MALLOCX_ARENA(arena_index());
-  return f | (cache.ok ? MALLOCX_TCACHE(cache.id) : MALLOCX_TCACHE_NONE);
+  // General-dynamic TLS on purpose: static TLS is scarce (see above).
+  static thread_local ThreadCache cache;
+  return arena_flag(jemalloc().arena) | (cache.ok ? tcache_flag(cache.id) : kTcacheNone);
 }
 
 uint64_t arena_stat(const char *leaf) {
   char name[96];
-  std::snprintf(name, sizeof name, "stats.arenas.%u.%s", arena_index(), leaf);
+  std::snprintf(name, sizeof name, "stats.arenas.%u.%s", jemalloc().arena, leaf);
   size_t value = 0, sz = sizeof value;
-  if (mallctl(name, &value, &sz, nullptr, 0) != 0) return 0;
+  if (jemalloc().mallctl(name, &value, &sz, nullptr, 0) != 0) return 0;
   return value;
 }
 
+std::atomic<uint64_t> g_system_bytes{0};
+
 }  // namespace
 
-void *allocate(std::size_t n) noexcept { return mallocx(n ? n : 1, flags()); }
-
-void release(void *p, std::size_t n) noexcept {
-  if (p) sdallocx(p, n ? n : 1, flags());
-}
-
-void fill_stats(sluice_memory_stats *out) {
-  uint64_t epoch = 1;
-  size_t sz = sizeof epoch;
-  mallctl("epoch", &epoch, &sz, &epoch, sz);
-  size_t page = 4096;
-  sz = sizeof page;
-  mallctl("arenas.page", &page, &sz, nullptr, 0);
-  out->jemalloc = 1;
-  out->arena = arena_index();
-  out->allocated = arena_stat("small.allocated") + arena_stat("large.allocated");
-  out->active = arena_stat("pactive") * page;
-  out->resident = arena_stat("resident");
-}
-
-#else  // system allocator
-
-namespace {
-std::atomic<uint64_t> g_allocated{0};
-}
-
 void *allocate(std::size_t n) noexcept {
+  if (jemalloc().ok) return jemalloc().mallocx(n ? n : 1, flags());
   void *p = std::malloc(n ? n : 1);
-  if (p) g_allocated.fetch_add(n, std::memory_order_relaxed);
+  if (p) g_system_bytes.fetch_add(n, std::memory_order_relaxed);
   return p;
 }
 
 void release(void *p, std::size_t n) noexcept {
   if (!p) return;
-  g_allocated.fetch_sub(n, std::memory_order_relaxed);
+  if (jemalloc().ok) {
+    jemalloc().sdallocx(p, n ? n : 1, flags());
+    return;
+  }
+  g_system_bytes.fetch_sub(n, std::memory_order_relaxed);
   std::free(p);
 }
 
 void fill_stats(sluice_memory_stats *out) {
-  out->jemalloc = 0;
-  out->arena = 0;
-  out->allocated = g_allocated.load(std::memory_order_relaxed);
-  out->active = 0;
-  out->resident = 0;
+  const Jemalloc &j = jemalloc();
+  if (!j.ok) {
+    out->jemalloc = 0;
+    out->arena = 0;
+    out->allocated = g_system_bytes.load(std::memory_order_relaxed);
+    out->active = 0;
+    out->resident = 0;
+    return;
+  }
+  uint64_t epoch = 1;
+  size_t sz = sizeof epoch;
+  j.mallctl("epoch", &epoch, &sz, &epoch, sz);
+  size_t page = 4096;
+  sz = sizeof page;
+  j.mallctl("arenas.page", &page, &sz, nullptr, 0);
+  out->jemalloc = 1;
+  out->arena = j.arena;
+  out->allocated = arena_stat("small.allocated") + arena_stat("large.allocated");
+  out->active = arena_stat("pactive") * page;
+  out->resident = arena_stat("resident");
 }
-
-#endif
 
 }  // namespace sluice::mem
