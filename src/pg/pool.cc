@@ -79,23 +79,26 @@ int Pool::create(Runtime *rt, const sluice_pg_pool_options &o, Pool **out) {
   p->opts = o;
   p->conninfo = o.conninfo;
   p->opts.conninfo = p->conninfo.c_str();
-  bool has[4] = {false, false, false, false};
-  const char *defaults[4][2] = {{"keepalives", "1"},
-                                {"keepalives_idle", "15"},
-                                {"keepalives_interval", "5"},
-                                {"keepalives_count", "3"}};
+  constexpr int kDefaults = 5;
+  bool has[kDefaults] = {false, false, false, false, false};
+  const char *defaults[kDefaults][2] = {{"keepalives", "1"},
+                                        {"keepalives_idle", "15"},
+                                        {"keepalives_interval", "5"},
+                                        {"keepalives_count", "3"},
+                                        {"tcp_user_timeout", "30000"}};
   std::string host;
   for (PQconninfoOption *opt = parsed; opt->keyword; opt++) {
     if (!opt->val) continue;
-    for (int i = 0; i < 4; i++) has[i] |= std::strcmp(opt->keyword, defaults[i][0]) == 0;
+    for (int i = 0; i < kDefaults; i++) has[i] |= std::strcmp(opt->keyword, defaults[i][0]) == 0;
     if (std::strcmp(opt->keyword, "host") == 0) host = opt->val;
     if (std::strcmp(opt->keyword, "hostaddr") == 0) p->hostaddr_index = int(p->keys.size());
     p->keys.emplace_back(opt->keyword);
     p->vals.emplace_back(opt->val);
   }
   PQconninfoFree(parsed);
-  // TCP keepalives notice a silent partition on an idle connection.
-  for (int i = 0; i < 4; i++)
+  // TCP keepalives notice a silent partition on an idle connection, and
+  // the user timeout one that swallows what we send.
+  for (int i = 0; i < kDefaults; i++)
     if (!has[i]) {
       p->keys.emplace_back(defaults[i][0]);
       p->vals.emplace_back(defaults[i][1]);
