@@ -81,7 +81,8 @@ def test_exhaustion_and_cancellation(rt, dsn):
             assert pool.stats()["peak_total"] == 1
 
     run(main())
-    assert sluice._bridge.pending() == 0
+    from test_runtime import wait_until
+    wait_until(lambda: sluice._bridge.pending() == 0)
 
 
 def test_monitor_instruments_the_pool(rt, dsn):
