@@ -28,7 +28,10 @@ typedef struct sluice_op sluice_op;
  * Asks for the operation to be cancelled. Returns at once; the callback
  * reports the outcome. Cancelling an operation that already completed, or
  * cancelling twice, has no effect and returns 0.
- * Any thread, including inside a callback on the loop thread.
+ * Any thread, including inside a callback on the loop thread. Called on the
+ * loop thread, the cancellation is decided at once: the callback (with
+ * SLUICE_ECANCELED) may run before this returns. From another thread it is
+ * decided on the loop, after this returns.
  * Errors: SLUICE_EINVAL (op is NULL).
  */
 SLUICE_EXTERN int sluice_op_cancel(sluice_op *op);
@@ -55,6 +58,10 @@ SLUICE_EXTERN int sluice_op_done(const sluice_op *op, int *status);
 /*
  * Gives back the caller's reference. sluice_op_free(NULL) is a no-op.
  * Any thread. Does not cancel the operation.
+ *
+ * A handle may be kept after its runtime is freed: every operation has
+ * completed by then, and on a completed operation sluice_op_cancel,
+ * sluice_op_wait and sluice_op_done never touch the runtime.
  */
 SLUICE_EXTERN void sluice_op_free(sluice_op *op);
 

@@ -94,8 +94,10 @@ SLUICE_EXTERN int sluice_runtime_is_loop_thread(const sluice_runtime *rt);
 /* ---- work on the loop ----------------------------------------------- */
 
 /*
- * Queues cb(user_data, 0) to run on the loop thread, in posting order for
- * each posting thread; then free_user_data(user_data) if not NULL. Called on
+ * Queues cb(user_data, 0) to run on the loop thread, then
+ * free_user_data(user_data) if not NULL. Items posted from threads other
+ * than the loop thread run in the order the calls returned; items the loop
+ * thread posts to itself run in their own order. Called on
  * the loop thread itself, it never runs cb inline: cb runs on a later turn. Work accepted
  * before shutdown began always runs (before any pending operation is
  * completed with SLUICE_ECLOSED); after that, posting fails. The status is
@@ -129,7 +131,10 @@ typedef struct sluice_runtime_stats {
   uint64_t posted;          /* items queued for the loop thread: by
                              sluice_runtime_post and by sluice itself */
   uint64_t ops_started;     /* waiting operations started (timers, ...) */
-  uint64_t ops_completed;   /* ... and completed, any status */
+  uint64_t ops_completed;   /* ... and completed, any status (counted once
+                               the callback and free_user_data returned, so
+                               a reader woken by a callback may still see
+                               its op as pending for a moment) */
   uint64_t ops_pending;     /* started minus completed */
   uint64_t lag_samples;     /* loop-lag samples taken */
   uint64_t lag_last_ns;     /* the latest sample */

@@ -1,0 +1,3 @@
+module github.com/sluicelib/sluice/bindings/go
+
+go 1.19
