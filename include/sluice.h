@@ -9,5 +9,9 @@
 #include "sluice/common.h"
 #include "sluice/op.h"
 #include "sluice/runtime.h"
+#include "sluice/breaker.h"
+#include "sluice/retry.h"
+#include "sluice/monitor.h"
+#include "sluice/pg.h"
 
 #endif /* SLUICE_H */
