@@ -430,8 +430,63 @@ static void test_graceful_close_drains(void **state) {
   sluice_pg_result_free(longq.result);
 }
 
+/* A statement under a retry policy: the attempt runs a one-shot query and
+ * reports with the pool's classification. */
+struct retried {
+  sluice_pg_pool *pool;
+  const char *sql;
+  int status, attempts;
+};
+static void pg_attempt_done(void *ud, int status, sluice_pg_result *r) {
+  sluice_retry_attempt *attempt = ud;
+  sluice_retry_attempt_done(attempt, sluice_pg_retry_outcome(r, 0), status, 0);
+  sluice_pg_result_free(r);
+}
+static void pg_attempt(void *ud, sluice_retry_attempt *attempt) {
+  struct retried *t = ud;
+  if (sluice_pg_pool_query(t->pool, t->sql, 0, NULL, NULL, NULL, NULL, pg_attempt_done, attempt, NULL, NULL) != 0)
+    sluice_retry_attempt_done(attempt, SLUICE_RETRY_PERMANENT, SLUICE_EINVAL, 0);
+}
+static void pg_run_done(void *ud, int status, int last_code, uint32_t attempts) {
+  struct retried *t = ud;
+  (void)last_code;
+  t->status = status;
+  t->attempts = (int)attempts;
+}
+static int run_retried(sluice_retry *policy, struct retried *t) {
+  sluice_op *op = NULL;
+  assert_ok(sluice_retry_run(policy, 0, pg_attempt, pg_run_done, t, NULL, &op));
+  assert_ok(sluice_op_wait(op, -1, NULL));
+  sluice_op_free(op);
+  return t->status;
+}
+
+static void test_retry_policy_uses_the_pool_classification(void **state) {
+  (void)state;
+  sluice_pg_pool *p = tu_pool(rt, 1, 2);
+  sluice_retry_options ro = SLUICE_RETRY_OPTIONS_INIT;
+  ro.max_attempts = 3, ro.base_delay_ms = 1, ro.max_delay_ms = 2, ro.budget_ratio = 0;
+  sluice_retry *policy = NULL;
+  assert_ok(sluice_retry_new(&policy, rt, &ro));
+  struct retried ok = {p, "select 1", 1, 0};
+  assert_ok(run_retried(policy, &ok));
+  assert_int_equal(ok.attempts, 1);
+  /* A constraint error is the request's fault: one attempt, no retry. */
+  struct retried perm = {p, "select 1/0", 0, 0};
+  assert_err(SLUICE_EPG, run_retried(policy, &perm));
+  assert_int_equal(perm.attempts, 1);
+  /* A serialization failure is the server's "run it again". */
+  struct retried ser = {p, "do $$ begin raise exception using errcode = '40001'; end $$", 0, 0};
+  assert_err(SLUICE_EPG, run_retried(policy, &ser));
+  assert_int_equal(ser.attempts, 3);
+  assert_int_equal(sluice_pg_retry_outcome(NULL, 1), SLUICE_RETRY_PERMANENT);
+  sluice_retry_free(policy);
+  tu_pool_close(p, 1000);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_retry_policy_uses_the_pool_classification),
       cmocka_unit_test(test_bad_options),
       cmocka_unit_test(test_bad_query_input),
       cmocka_unit_test(test_values_and_types),

@@ -28,6 +28,7 @@
 #include "common.h"
 #include "monitor.h"
 #include "op.h"
+#include "retry.h"
 #include "runtime.h"
 
 #ifdef __cplusplus
@@ -351,6 +352,17 @@ SLUICE_EXTERN void sluice_pg_result_free(sluice_pg_result *r);
  * SLUICE_ECANCELED and other server errors are not retryable. Any thread.
  */
 SLUICE_EXTERN int sluice_pg_result_retryable(const sluice_pg_result *r, int idempotent);
+
+/*
+ * The same classification as a sluice_retry_outcome, for an attempt of a
+ * retry policy (sluice/retry.h) that ran a statement:
+ *   sluice_retry_attempt_done(attempt, sluice_pg_retry_outcome(r, idem),
+ *                             sluice_pg_result_status(r), 0);
+ * SLUICE_RETRY_SUCCESS for status 0, SLUICE_RETRY_RETRYABLE when
+ * sluice_pg_result_retryable says so, else SLUICE_RETRY_PERMANENT (an
+ * ambiguous write is never retried unless `idempotent`). NULL is PERMANENT.
+ */
+SLUICE_EXTERN int sluice_pg_retry_outcome(const sluice_pg_result *r, int idempotent);
 
 /* ---- LISTEN / NOTIFY ------------------------------------------------ */
 

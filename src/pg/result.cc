@@ -146,6 +146,11 @@ int sluice_pg_result_value(const sluice_pg_result *r, int row, int col, const ch
 
 void sluice_pg_result_free(sluice_pg_result *r) { delete r; }
 
+int sluice_pg_retry_outcome(const sluice_pg_result *r, int idempotent) {
+  if (r && r->status == 0) return SLUICE_RETRY_SUCCESS;
+  return sluice_pg_result_retryable(r, idempotent) ? SLUICE_RETRY_RETRYABLE : SLUICE_RETRY_PERMANENT;
+}
+
 int sluice_pg_result_retryable(const sluice_pg_result *r, int idempotent) {
   if (!r) return 0;
   switch (r->status) {
