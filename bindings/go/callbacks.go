@@ -5,6 +5,7 @@ package sluice
 // define C functions in its preamble.
 
 /*
+#include <stddef.h>
 #include <stdint.h>
 */
 import "C"
@@ -12,6 +13,7 @@ import "C"
 import (
 	"runtime/cgo"
 	"sync/atomic"
+	"unsafe"
 )
 
 // completer is what a handle passed as user_data points at.
@@ -19,13 +21,22 @@ type completer interface {
 	complete(status int)
 }
 
+// ptrCompleter is what the handle of an operation that hands something over
+// (a query's result, an acquire's connection) points at. ptr is C memory or
+// nil; msg is the failure's detail or "".
+type ptrCompleter interface {
+	completeWith(status int, ptr unsafe.Pointer, msg string)
+}
+
 // liveHandles counts handles given to the library and not yet released;
 // the tests use it to prove each is released exactly once.
 var liveHandles int64
 
-func newHandle(c completer) C.uintptr_t {
+// newHandle makes the user_data of one operation; v is a completer or a
+// ptrCompleter, matching the trampoline the operation is started with.
+func newHandle(v any) C.uintptr_t {
 	atomic.AddInt64(&liveHandles, 1)
-	return C.uintptr_t(cgo.NewHandle(c))
+	return C.uintptr_t(cgo.NewHandle(v))
 }
 
 // dropHandle releases a handle the library never took (the start call
@@ -38,6 +49,15 @@ func dropHandle(h C.uintptr_t) {
 //export sluiceGoComplete
 func sluiceGoComplete(h C.uintptr_t, status C.int) {
 	cgo.Handle(h).Value().(completer).complete(int(status))
+}
+
+//export sluiceGoCompletePtr
+func sluiceGoCompletePtr(h C.uintptr_t, status C.int, ptr unsafe.Pointer, msg *C.char, msgLen C.size_t) {
+	text := ""
+	if msg != nil {
+		text = C.GoStringN(msg, C.int(msgLen))
+	}
+	cgo.Handle(h).Value().(ptrCompleter).completeWith(int(status), ptr, text)
 }
 
 //export sluiceGoRelease

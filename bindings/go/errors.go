@@ -104,17 +104,35 @@ func (c Code) Description() string { return C.GoString(C.sluice_strerror(C.int(c
 
 // Error is a sluice failure: the code, its name and the detail message of
 // the failing call (which option was bad, which handle was closed).
+//
+// A failed statement (Pool, Conn and Tx queries) also says which side of
+// the wire it failed on: Sent is false when the statement never reached
+// the server (ErrTimedOut, ErrExhausted, ErrUnreachable, ErrFull, a cancel
+// while waiting: safe to run again), true when it did (ErrAmbiguous: the
+// outcome is unknown and it may have committed; ErrPG: the server answered
+// with SQLState). Retryable is the library's classification
+// (sluice_pg_result_retryable with idempotent = 0).
 type Error struct {
 	Code    Code
 	Name    string // "SLUICE_EINVAL"
 	Message string // detail of this failure; "" for sentinels and bare statuses
-	cause   error  // e.g. the context error behind a cancellation
+
+	SQLState  string // five-character SQLSTATE of a server error (ErrPG), else ""
+	Detail    string // the server's DETAIL, if any
+	Hint      string // the server's HINT, if any
+	Sent      bool   // the statement reached the server
+	Retryable bool   // running it again is safe and may succeed
+
+	cause error // e.g. the context error behind a cancellation
 }
 
 func (e *Error) Error() string {
 	s := "sluice: " + e.Name + " (" + e.Code.Description() + ")"
 	if e.Message != "" {
 		s += ": " + e.Message
+	}
+	if e.SQLState != "" {
+		s += " (SQLSTATE " + e.SQLState + ")"
 	}
 	if e.cause != nil {
 		s += ": " + e.cause.Error()

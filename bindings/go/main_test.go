@@ -13,7 +13,8 @@ import (
 const hangGuard = 20 * time.Second
 
 // TestMain fails the run if any handle given to the library was not
-// released, or any operation completed twice, across all tests.
+// released, any operation completed twice, or any query result or borrowed
+// connection was not given back, across all tests.
 func TestMain(m *testing.M) {
 	code := m.Run()
 	if n := atomic.LoadInt64(&liveHandles); n != 0 {
@@ -22,6 +23,14 @@ func TestMain(m *testing.M) {
 	}
 	if n := atomic.LoadInt64(&duplicates); n != 0 {
 		fmt.Fprintf(os.Stderr, "FAIL: %d duplicate completions\n", n)
+		code = 1
+	}
+	if n := atomic.LoadInt64(&liveResults); n != 0 {
+		fmt.Fprintf(os.Stderr, "FAIL: %d query results never freed\n", n)
+		code = 1
+	}
+	if n := atomic.LoadInt64(&liveLeases); n != 0 {
+		fmt.Fprintf(os.Stderr, "FAIL: %d connections never released\n", n)
 		code = 1
 	}
 	os.Exit(code)

@@ -24,6 +24,63 @@ type Runtime struct {
 	mu      sync.RWMutex
 	ptr     *C.sluice_runtime
 	closeMu sync.Mutex // one Close at a time
+	deps    *depSet    // pools and monitors, freed before the runtime
+}
+
+// dependent is a C object made on a runtime that must be freed before the
+// runtime is (a pool, a monitor that reads the runtime's figures).
+type dependent interface {
+	freeRank() int // lower ranks are freed first: a pool before its monitor
+	free()         // idempotent
+}
+
+// depSet is a runtime's dependents. It is its own object, not a field the
+// dependents reach through the Runtime, so that a dependent never points
+// back at the Runtime and the Runtime's finalizer still runs when a
+// program drops both.
+type depSet struct {
+	mu sync.Mutex
+	m  map[dependent]struct{}
+}
+
+// add registers d; the caller holds the runtime's read lock, so Close has
+// not taken the set yet.
+func (s *depSet) add(d dependent) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.m == nil {
+		s.m = map[dependent]struct{}{}
+	}
+	s.m[d] = struct{}{}
+}
+
+func (s *depSet) remove(d dependent) {
+	s.mu.Lock()
+	delete(s.m, d)
+	s.mu.Unlock()
+}
+
+// freeAll frees every dependent, lowest rank first. Runtime.Close calls it
+// after the shutdown and before the free.
+func (s *depSet) freeAll() {
+	s.mu.Lock()
+	all := make([]dependent, 0, len(s.m))
+	for d := range s.m {
+		all = append(all, d)
+	}
+	s.m = nil
+	s.mu.Unlock()
+	for rank := 0; len(all) > 0; rank++ {
+		rest := all[:0]
+		for _, d := range all {
+			if d.freeRank() == rank {
+				d.free()
+			} else {
+				rest = append(rest, d)
+			}
+		}
+		all = rest
+	}
 }
 
 type options struct {
@@ -90,7 +147,7 @@ func New(opts ...Option) (*Runtime, error) {
 	if err := resultErr(&r); err != nil {
 		return nil, err
 	}
-	rt := &Runtime{ptr: p}
+	rt := &Runtime{ptr: p, deps: &depSet{}}
 	runtime.SetFinalizer(rt, func(rt *Runtime) { _ = rt.Close() })
 	return rt, nil
 }
@@ -109,7 +166,9 @@ func (rt *Runtime) use(f func(p *C.sluice_runtime) error) error {
 
 // Close shuts the runtime down: new work fails with ErrClosed, posted work
 // accepted before runs, pending operations complete with ErrClosed, the loop
-// thread ends, then the runtime is freed. Calling it again returns nil.
+// thread ends, pools and monitors made on it are freed (their methods
+// return ErrClosed afterwards), then the runtime is freed. Calling it again
+// returns nil.
 // On the loop thread (inside a callback) it fails with ErrDeadlock.
 func (rt *Runtime) Close() error {
 	if rt.IsLoopThread() {
@@ -131,6 +190,10 @@ func (rt *Runtime) Close() error {
 		return err
 	}
 	rt.mu.Lock()
+	// Pools and monitors made on the runtime go first: the C objects
+	// must not outlive it. Nothing new can join: creating one holds the
+	// read lock.
+	rt.deps.freeAll()
 	C.sluice_runtime_free(p)
 	rt.ptr = nil
 	rt.mu.Unlock()

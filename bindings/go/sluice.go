@@ -6,6 +6,11 @@
 // "sluice"). A Runtime owns the loop thread every other object lives on;
 // asynchronous completions run on that thread and reach Go through cgo
 // callbacks (see README.md).
+//
+// It does not link jemalloc: Debian's jemalloc exports malloc and would
+// replace the C allocator of the whole program, which sluice promises never
+// to do. The library uses jemalloc's arena only when the program has loaded
+// jemalloc itself (docs/runtime.md).
 package sluice
 
 /*
