@@ -1,0 +1,76 @@
+//! sluice's error codes as a Rust error with a kind per code.
+use std::ffi::CStr;
+use std::fmt;
+use std::os::raw::c_int;
+
+use sluice_sys as sys;
+
+/// What went wrong, one variant per `SLUICE_E*` code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    Invalid, NoMemory, Version, Closed, Canceled, TimedOut, Deadlock, Again, Limit, State, Range,
+    NotSupported, Internal, EventLoop, Rejected, Full, Open, Budget, Exhausted, Unreachable,
+    Ambiguous, Pg,
+    /// A code this version of the binding does not know.
+    Other(i32),
+}
+
+impl ErrorKind {
+    /// The kind of a (negative) sluice code.
+    pub fn from_code(code: i32) -> ErrorKind {
+        use ErrorKind::*;
+        const KINDS: [ErrorKind; 22] = [Invalid, NoMemory, Version, Closed, Canceled, TimedOut, Deadlock,
+            Again, Limit, State, Range, NotSupported, Internal, EventLoop, Rejected, Full, Open, Budget,
+            Exhausted, Unreachable, Ambiguous, Pg];
+        if (-22..=-1).contains(&code) { KINDS[(-code - 1) as usize] } else { Other(code) }
+    }
+}
+
+/// A sluice failure: its code, the code's name and the library's detail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    code: i32,
+    message: String,
+}
+
+impl Error {
+    /// An error for `code` with the detail of the last failing call on this
+    /// thread (read right after the call, on the same thread).
+    pub(crate) fn last(code: c_int) -> Error {
+        let msg = unsafe { CStr::from_ptr(sys::sluice_error_message()) };
+        Error { code, message: msg.to_string_lossy().into_owned() }
+    }
+
+    /// An error for `code` with a message of our own.
+    pub fn new(code: i32, message: impl Into<String>) -> Error {
+        Error { code, message: message.into() }
+    }
+
+    pub fn code(&self) -> i32 { self.code }
+    pub fn kind(&self) -> ErrorKind { ErrorKind::from_code(self.code) }
+    /// "SLUICE_ETIMEDOUT" and so on.
+    pub fn name(&self) -> &'static str {
+        unsafe { CStr::from_ptr(sys::sluice_err_name(self.code)) }.to_str().unwrap_or("SLUICE_EUNKNOWN")
+    }
+    pub fn message(&self) -> &str { &self.message }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = if self.message.is_empty() {
+            unsafe { CStr::from_ptr(sys::sluice_strerror(self.code)) }.to_string_lossy().into_owned()
+        } else {
+            self.message.clone()
+        };
+        write!(f, "{}: {}", self.name(), text)
+    }
+}
+
+impl std::error::Error for Error {}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+pub(crate) fn check(rc: c_int) -> Result<()> {
+    if rc == 0 { Ok(()) } else { Err(Error::last(rc)) }
+}

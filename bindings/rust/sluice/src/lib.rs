@@ -1,0 +1,25 @@
+//! Safe Rust bindings of libsluice (see bindings/rust/README.md).
+//!
+//! Waiting operations are futures that work on any executor: the library's
+//! callback runs once on its loop thread, stores the outcome and wakes the
+//! stored `Waker`. Dropping a future before it completes cancels the
+//! operation.
+mod error;
+mod runtime;
+
+pub use error::{Error, ErrorKind, Result};
+pub use runtime::{Memory, Post, Runtime, RuntimeBuilder, Sleep, Stats};
+
+/// The library major these bindings were written for.
+pub const ABI_MAJOR: u32 = 0;
+
+/// The loaded library's version; fails if its major is not ABI_MAJOR.
+pub fn version() -> Result<(u32, u32, u32)> {
+    let v = unsafe { sluice_sys::sluice_version() };
+    let (major, minor, patch) = (v >> 16, (v >> 8) & 0xff, v & 0xff);
+    if major != ABI_MAJOR {
+        return Err(Error::new(sluice_sys::SLUICE_EVERSION,
+                              format!("libsluice {major}.{minor}.{patch} is loaded; these bindings need major {ABI_MAJOR}")));
+    }
+    Ok((major, minor, patch))
+}
