@@ -109,11 +109,44 @@ static void test_posts_from_another_thread(void **state) {
   assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+/* A callback that cancels its own op (on the loop thread, where a cancel
+ * is decided at once) must not complete it a second time. */
+struct self_cancel {
+  sluice_op *op;
+  int calls;
+};
+static void cancel_self_cb(void *ud, int status) {
+  struct self_cancel *s = ud;
+  (void)status;
+  s->calls++;
+  assert_ok(sluice_op_cancel(s->op));
+}
+
+static void test_callback_cancelling_its_own_op(void **state) {
+  (void)state;
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  sluice_runtime *rt = NULL;
+  assert_ok(sluice_runtime_attach(&rt, &loop, NULL));
+  struct self_cancel s = {NULL, 0};
+  assert_ok(sluice_runtime_timer(rt, 1, cancel_self_cb, &s, NULL, &s.op));
+  uv_run(&loop, UV_RUN_DEFAULT);
+  assert_int_equal(s.calls, 1);
+  int status = 1;
+  assert_int_equal(sluice_op_done(s.op, &status), 1);
+  assert_int_equal(status, 0);
+  sluice_op_free(s.op);
+  sluice_runtime_free(rt);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  assert_int_equal(uv_loop_close(&loop), 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_attach_bad_input),
       cmocka_unit_test(test_timers_run_inside_callers_uv_run),
       cmocka_unit_test(test_posts_from_another_thread),
+      cmocka_unit_test(test_callback_cancelling_its_own_op),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -35,7 +35,10 @@ void sluice_op::unref() {
 void sluice_op::deliver(int status) { cb_(user_data_, status); }
 
 bool sluice_op::complete(int status) {
-  if (done_.load(std::memory_order_relaxed)) return false;
+  // `completing_` guards the callback itself: a callback that cancels its
+  // own op (on the loop thread) must not complete it a second time.
+  if (completing_ || done_.load(std::memory_order_relaxed)) return false;
+  completing_ = true;
   rt_->forget(this);
   deliver(status);
   if (free_user_data_) free_user_data_(user_data_);

@@ -63,6 +63,7 @@ struct sluice_op : sluice::mem::Allocated {
   // Runtime bookkeeping, loop thread only.
   sluice_op *prev_ = nullptr, *next_ = nullptr;
   bool linked_ = false;
+  bool completing_ = false;  // loop thread only
   size_t heap_index_ = SIZE_MAX;  // position in the deadline heap, if any
   uint64_t deadline_ = 0;
 };
