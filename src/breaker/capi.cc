@@ -3,6 +3,7 @@
 
 #include "breaker/breaker.h"
 #include "common/error.h"
+#include "common/sized.h"
 
 using sluice::Breaker;
 using sluice::fail;
@@ -80,16 +81,10 @@ int sluice_breaker_set_state(sluice_breaker *b, int state) {
 int sluice_breaker_stats_get(const sluice_breaker *b, sluice_breaker_stats *out) {
   if (!b) return fail(SLUICE_EINVAL, "sluice_breaker_stats_get: breaker is NULL");
   if (!out) return fail(SLUICE_EINVAL, "sluice_breaker_stats_get: out is NULL");
-  if (out->size < sizeof(size_t))
-    return fail(SLUICE_EINVAL, "sluice_breaker_stats_get: size %zu is too small", out->size);
   sluice_breaker_stats full{};
   full.size = sizeof full;
   unwrap(b)->fill_stats(&full);
-  size_t n = out->size < sizeof full ? out->size : sizeof full;
-  size_t caller_size = out->size;
-  std::memcpy(out, &full, n);
-  out->size = caller_size;
-  return 0;
+  return sluice::copy_sized(out, full, "sluice_breaker_stats_get");
 }
 
 }  // extern "C"

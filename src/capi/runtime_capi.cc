@@ -9,6 +9,7 @@
 #include "alloc/alloc.h"
 #include "common/buf.h"
 #include "common/error.h"
+#include "common/sized.h"
 #include "runtime/runtime.h"
 #include "sluice/uv.h"
 
@@ -31,18 +32,6 @@ int resolve_options(const sluice_runtime_options *in, sluice_runtime_options *ou
   if (out->lag_interval_ms > 60000)
     return fail(SLUICE_EINVAL, "sluice_runtime_options.lag_interval_ms: %u is above 60000",
                 out->lag_interval_ms);
-  return 0;
-}
-
-// The prefix of a caller's stats struct up to its declared size.
-template <class T>
-int copy_out(T *out, const T &full, const char *what) {
-  if (out->size < sizeof(size_t))
-    return fail(SLUICE_EINVAL, "%s: size %zu is too small", what, out->size);
-  size_t n = out->size < sizeof(T) ? out->size : sizeof(T);
-  size_t caller_size = out->size;
-  std::memcpy(out, &full, n);
-  out->size = caller_size;
   return 0;
 }
 
@@ -123,7 +112,7 @@ int sluice_runtime_stats_get(const sluice_runtime *rt, sluice_runtime_stats *out
   sluice_runtime_stats full{};
   full.size = sizeof full;
   unwrap(rt)->fill_stats(&full);
-  return copy_out(out, full, "sluice_runtime_stats_get");
+  return sluice::copy_sized(out, full, "sluice_runtime_stats_get");
 }
 
 int sluice_runtime_memory(const sluice_runtime *, sluice_memory_stats *out) {
@@ -131,7 +120,7 @@ int sluice_runtime_memory(const sluice_runtime *, sluice_memory_stats *out) {
   sluice_memory_stats full{};
   full.size = sizeof full;
   sluice::mem::fill_stats(&full);
-  return copy_out(out, full, "sluice_runtime_memory");
+  return sluice::copy_sized(out, full, "sluice_runtime_memory");
 }
 
 int sluice_runtime_describe(const sluice_runtime *rt, sluice_buf *out) {

@@ -5,6 +5,7 @@
 
 #include "common/buf.h"
 #include "common/error.h"
+#include "common/sized.h"
 #include "monitor/monitor.h"
 
 using namespace sluice;
@@ -39,14 +40,6 @@ int check_name(const char *fn, const char *name, size_t len) {
   return 0;
 }
 
-template <class T>
-int copy_sized(T *out, const T &full, const char *fn) {
-  if (out->size < sizeof(size_t)) return fail(SLUICE_EINVAL, "%s: size %zu is too small", fn, out->size);
-  size_t n = out->size < sizeof(T) ? out->size : sizeof(T), caller = out->size;
-  std::memcpy(out, &full, n);
-  out->size = caller;
-  return 0;
-}
 
 }  // namespace
 

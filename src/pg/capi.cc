@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "common/error.h"
+#include "common/sized.h"
 #include "pg/ops.h"
 
 using namespace sluice;
@@ -345,7 +346,6 @@ void sluice_pg_listener_free(sluice_pg_listener *handle) {
 
 int sluice_pg_pool_stats_get(const sluice_pg_pool *pool, sluice_pg_pool_stats *out) {
   if (!pool || !out) return fail(SLUICE_EINVAL, "sluice_pg_pool_stats_get: NULL argument");
-  if (out->size < sizeof(size_t)) return fail(SLUICE_EINVAL, "sluice_pg_pool_stats_get: size too small");
   const Pool::Figures &f = unwrap(pool)->fig;
   sluice_pg_pool_stats s{};
   s.size = sizeof s;
@@ -365,11 +365,7 @@ int sluice_pg_pool_stats_get(const sluice_pg_pool *pool, sluice_pg_pool_stats *o
                       &s.errors_42, &s.errors_53, &s.errors_57, &s.errors_other};
   for (int i = 0; i < 9; i++) *cls[i] = ld(f.errors_by_class[i]);
   s.wait_ns_total = ld(f.wait_ns), s.query_ns_total = ld(f.query_ns), s.hold_ns_recent = ld(f.hold_ns);
-  size_t n = out->size < sizeof s ? out->size : sizeof s;
-  size_t caller = out->size;
-  std::memcpy(out, &s, n);
-  out->size = caller;
-  return 0;
+  return copy_sized(out, s, "sluice_pg_pool_stats_get");
 }
 
 }  // extern "C"

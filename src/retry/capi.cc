@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "common/error.h"
+#include "common/sized.h"
 #include "retry/run.h"
 
 using sluice::fail;
@@ -256,16 +257,10 @@ uint64_t sluice_retry_seed(uint64_t seed, uint64_t run) {
 int sluice_retry_stats_get(const sluice_retry *p, sluice_retry_stats *out) {
   if (!p) return fail(SLUICE_EINVAL, "sluice_retry_stats_get: policy is NULL");
   if (!out) return fail(SLUICE_EINVAL, "sluice_retry_stats_get: out is NULL");
-  if (out->size < sizeof(size_t))
-    return fail(SLUICE_EINVAL, "sluice_retry_stats_get: size %zu is too small", out->size);
   sluice_retry_stats full{};
   full.size = sizeof full;
   sluice::retry::unwrap(p)->fill_stats(&full);
-  size_t n = out->size < sizeof full ? out->size : sizeof full;
-  size_t caller_size = out->size;
-  std::memcpy(out, &full, n);
-  out->size = caller_size;
-  return 0;
+  return sluice::copy_sized(out, full, "sluice_retry_stats_get");
 }
 
 }  // extern "C"
