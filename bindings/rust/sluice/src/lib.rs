@@ -5,9 +5,14 @@
 //! stored `Waker`. Dropping a future before it completes cancels the
 //! operation.
 mod error;
+mod monitor;
+mod pg;
 mod runtime;
 
 pub use error::{Error, ErrorKind, Result};
+pub use monitor::{Monitor, OpStats, Window};
+pub use pg::{Acquire, Close, ColumnIndex, Conn, ConnQuery, Execute, FromSql, Pool, PoolOptions, PoolStats, Query,
+             QueryOptions, Rows, ToParam};
 pub use runtime::{Memory, Post, Runtime, RuntimeBuilder, Sleep, Stats};
 
 /// The library major these bindings were written for.

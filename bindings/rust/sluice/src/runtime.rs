@@ -14,12 +14,19 @@ use crate::error::{check, Error, Result};
 
 /// sluice's event loop on its own thread. Every method may be called from
 /// any thread (the C runtime is thread-safe), so it is `Send + Sync`.
+///
+/// Objects built on it (a `Pool`, a `Monitor` given a runtime) hold a
+/// reference to the C runtime, so it is shut down when the `Runtime` and
+/// the last of them are gone, never under them.
 pub struct Runtime {
-    raw: *mut sys::sluice_runtime,
+    pub(crate) inner: Arc<RawRuntime>,
 }
 
-unsafe impl Send for Runtime {}
-unsafe impl Sync for Runtime {}
+/// The C runtime, freed when the last holder drops it.
+pub(crate) struct RawRuntime(pub(crate) *mut sys::sluice_runtime);
+
+unsafe impl Send for RawRuntime {}
+unsafe impl Sync for RawRuntime {}
 
 /// Options of a runtime.
 pub struct RuntimeBuilder {
@@ -46,7 +53,7 @@ impl RuntimeBuilder {
         opts.lag_interval_ms = u32::try_from(self.lag_interval.as_millis()).unwrap_or(u32::MAX);
         let mut raw = ptr::null_mut();
         check(unsafe { sys::sluice_runtime_new(&mut raw, &opts) })?;
-        Ok(Runtime { raw })
+        Ok(Runtime { inner: Arc::new(RawRuntime(raw)) })
     }
 }
 
@@ -81,7 +88,7 @@ impl Runtime {
         let ud = Arc::into_raw(shared.clone()) as *mut c_void;
         let mut op = ptr::null_mut();
         let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-        let rc = unsafe { sys::sluice_runtime_timer(self.raw, ms, Some(on_status), ud, Some(release_shared), &mut op) };
+        let rc = unsafe { sys::sluice_runtime_timer(self.inner.0, ms, Some(on_status), ud, Some(release_shared), &mut op) };
         if rc != 0 {
             // Nothing was taken: the library will not release the handle.
             unsafe { drop(Arc::from_raw(ud as *const Shared)) };
@@ -95,7 +102,7 @@ impl Runtime {
         let shared = Arc::new(Shared::default());
         let job = Box::new(Job { f: Some(Box::new(f)), shared: shared.clone() });
         let ud = Box::into_raw(job) as *mut c_void;
-        let rc = unsafe { sys::sluice_runtime_post(self.raw, Some(on_job), ud, Some(release_job)) };
+        let rc = unsafe { sys::sluice_runtime_post(self.inner.0, Some(on_job), ud, Some(release_job)) };
         if rc != 0 {
             unsafe { drop(Box::from_raw(ud as *mut Job)) };
             return Post { shared, error: Some(Error::last(rc)) };
@@ -105,7 +112,7 @@ impl Runtime {
 
     pub fn stats(&self) -> Result<Stats> {
         let mut s = sys::sluice_runtime_stats { size: std::mem::size_of::<sys::sluice_runtime_stats>(), ..Default::default() };
-        check(unsafe { sys::sluice_runtime_stats_get(self.raw, &mut s) })?;
+        check(unsafe { sys::sluice_runtime_stats_get(self.inner.0, &mut s) })?;
         Ok(Stats { posted: s.posted, ops_started: s.ops_started, ops_completed: s.ops_completed,
                    ops_pending: s.ops_pending, lag_samples: s.lag_samples,
                    lag_max: Duration::from_nanos(s.lag_max_ns), lag_mean: Duration::from_nanos(s.lag_mean_ns) })
@@ -113,13 +120,13 @@ impl Runtime {
 
     pub fn memory(&self) -> Result<Memory> {
         let mut m = sys::sluice_memory_stats { size: std::mem::size_of::<sys::sluice_memory_stats>(), ..Default::default() };
-        check(unsafe { sys::sluice_runtime_memory(self.raw, &mut m) })?;
+        check(unsafe { sys::sluice_runtime_memory(self.inner.0, &mut m) })?;
         Ok(Memory { jemalloc: m.jemalloc != 0, allocated: m.allocated, resident: m.resident })
     }
 
     pub fn describe(&self) -> String {
         let mut b = sys::sluice_buf { ptr: ptr::null_mut(), size: 0 };
-        if unsafe { sys::sluice_runtime_describe(self.raw, &mut b) } != 0 {
+        if unsafe { sys::sluice_runtime_describe(self.inner.0, &mut b) } != 0 {
             return String::new();
         }
         let s = unsafe { CStr::from_ptr(b.ptr) }.to_string_lossy().into_owned();
@@ -128,15 +135,15 @@ impl Runtime {
     }
 
     /// The raw handle, for other crates built on sluice-sys.
-    pub fn as_raw(&self) -> *mut sys::sluice_runtime { self.raw }
+    pub fn as_raw(&self) -> *mut sys::sluice_runtime { self.inner.0 }
 }
 
-impl Drop for Runtime {
+impl Drop for RawRuntime {
     /// Orderly shutdown: pending operations complete with `Closed`. Must
     /// not run on the loop thread (inside a callback), where the library
     /// frees the runtime once its loop ends instead.
     fn drop(&mut self) {
-        unsafe { sys::sluice_runtime_free(self.raw) };
+        unsafe { sys::sluice_runtime_free(self.0) };
     }
 }
 
@@ -144,12 +151,12 @@ impl Drop for Runtime {
 
 /// What the loop thread hands to the waiting future.
 #[derive(Default)]
-struct Shared {
+pub(crate) struct Shared {
     state: Mutex<(Option<c_int>, Option<Waker>)>,
 }
 
 impl Shared {
-    fn complete(&self, status: c_int) {
+    pub(crate) fn complete(&self, status: c_int) {
         let waker = {
             let mut s = self.state.lock().unwrap();
             s.0 = Some(status);
@@ -160,7 +167,7 @@ impl Shared {
         }
     }
 
-    fn poll(&self, cx: &mut Context<'_>) -> Poll<c_int> {
+    pub(crate) fn poll(&self, cx: &mut Context<'_>) -> Poll<c_int> {
         let mut s = self.state.lock().unwrap();
         match s.0 {
             Some(status) => Poll::Ready(status),
@@ -172,11 +179,11 @@ impl Shared {
     }
 }
 
-unsafe extern "C" fn on_status(ud: *mut c_void, status: c_int) {
+pub(crate) unsafe extern "C" fn on_status(ud: *mut c_void, status: c_int) {
     (*(ud as *const Shared)).complete(status);
 }
 
-unsafe extern "C" fn release_shared(ud: *mut c_void) {
+pub(crate) unsafe extern "C" fn release_shared(ud: *mut c_void) {
     drop(Arc::from_raw(ud as *const Shared));
 }
 
@@ -203,7 +210,7 @@ unsafe extern "C" fn release_job(ud: *mut c_void) {
     drop(Box::from_raw(ud as *mut Job));
 }
 
-fn status_result(status: c_int) -> Result<()> {
+pub(crate) fn status_result(status: c_int) -> Result<()> {
     if status == 0 { Ok(()) } else { Err(Error::new(status, "")) }
 }
 
