@@ -1,8 +1,10 @@
 """sluice for Python: the runtime, the PostgreSQL pool and the monitor of
-libsluice, with asyncio awaitables (see README.md)."""
+libsluice, with asyncio awaitables (see README.md). Importing it loads the
+library and checks its major version (see _lib)."""
 from ._lib import ABI_MAJOR, lib
 from .errors import *  # noqa: F401,F403  (every error class)
 from .errors import SluiceError, PgError, AmbiguousError, CODES
+from .op import Op
 from .runtime import Runtime
 from .pg import Pool, Connection, Record, create_pool
 from .monitor import Monitor
@@ -15,8 +17,5 @@ def version():
 
 
 def version_string():
+    """The loaded library's version as "MAJOR.MINOR.PATCH"."""
     return lib.sluice_version_string().decode()
-
-
-if version()[0] != ABI_MAJOR:
-    raise ImportError(f"libsluice {version_string()} is loaded; these bindings need major {ABI_MAJOR}")

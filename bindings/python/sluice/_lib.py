@@ -25,6 +25,16 @@ def _load():
 
 lib = _load()
 
+# Checked before any other symbol is looked up, so a library of another
+# major fails here with a clear message rather than a missing-symbol error.
+lib.sluice_version.restype = ctypes.c_uint
+lib.sluice_version.argtypes = []
+lib.sluice_version_string.restype = ctypes.c_char_p
+lib.sluice_version_string.argtypes = []
+if lib.sluice_version() >> 16 != ABI_MAJOR:
+    raise ImportError(f"libsluice {lib.sluice_version_string().decode()} is loaded "
+                      f"({lib._name}); these bindings need major {ABI_MAJOR}")
+
 c_int, c_uint, c_size, c_u32, c_u64, c_i64 = (
     ctypes.c_int, ctypes.c_uint, ctypes.c_size_t, ctypes.c_uint32, ctypes.c_uint64, ctypes.c_int64)
 c_void_p, c_char_p = ctypes.c_void_p, ctypes.c_char_p

@@ -1,38 +1,56 @@
 """The runtime: sluice's event loop on its own thread."""
+import atexit
 import ctypes
+import math
+import weakref
 
 from . import _bridge, _lib
 from ._lib import lib
 from .errors import check, make_error
+from .op import Op
+
+_U32_MAX = 2**32 - 1
 
 
 class Runtime:
     """Starts sluice's loop thread. Use as a context manager or close() it;
-    objects made on it (pools, monitors) must be closed first."""
+    objects made on it (pools, monitors) must be closed first.
+
+    close() shuts the loop down (pending operations complete with
+    ClosedError) but keeps the C handle, so stats() and describe() still
+    work and later calls fail with the library's own ClosedError; the
+    handle is freed when the object is collected, when no call can be
+    using it any more."""
 
     def __init__(self, *, lag_interval_ms=100, thread_name="sluice-loop"):
         self._h = None
         opts = _lib.RuntimeOptions()
         check(lib.sluice_runtime_options_init(ctypes.byref(opts), _lib.RUNTIME_OPTIONS_VERSION))
+        # ctypes would silently wrap an out-of-range value into uint32.
+        if not isinstance(lag_interval_ms, int) or not 0 <= lag_interval_ms <= _U32_MAX:
+            raise make_error(-1, f"lag_interval_ms {lag_interval_ms!r} is not a uint32")
         opts.lag_interval_ms = lag_interval_ms
-        self._name = thread_name.encode()
+        self._name = thread_name.encode() if thread_name is not None else None
         opts.thread_name = self._name
         handle = ctypes.c_void_p()
         check(lib.sluice_runtime_new(ctypes.byref(handle), ctypes.byref(opts)))
         self._h = handle
+        _live.add(self)
 
     @property
     def handle(self):
-        if not self._h:
-            raise make_error(-4, "the runtime is closed")
         return self._h
 
     def close(self):
-        """Orderly shutdown: pending operations complete with ClosedError.
-        Idempotent."""
-        h, self._h = self._h, None
-        if h:
-            lib.sluice_runtime_free(h)
+        """Orderly shutdown: posted work runs, pending operations complete
+        with ClosedError, the loop thread ends; returns when that is done.
+        Idempotent. On sluice's loop thread it raises DeadlockError."""
+        if self._h:
+            check(lib.sluice_runtime_close(self._h))
+
+    @property
+    def closed(self):
+        return bool(self.stats()["is_closed"])
 
     def __enter__(self):
         return self
@@ -41,69 +59,100 @@ class Runtime:
         self.close()
 
     def __del__(self):
-        self.close()
+        h, self._h = getattr(self, "_h", None), None
+        if h and lib is not None:
+            lib.sluice_runtime_free(h)  # shuts down first if close() was not called
 
-    async def sleep(self, seconds):
-        """Waits on a sluice timer (on the loop thread); cancellable."""
+    def is_loop_thread(self):
+        """True on sluice's loop thread (inside post/run_on_loop work)."""
+        return lib.sluice_runtime_is_loop_thread(self._h) == 1
+
+    # ---- asynchronous operations ------------------------------------
+
+    def timer(self, seconds):
+        """Starts a sluice timer and returns its Op (await it; cancel() it).
+        Call from a running asyncio loop."""
+        delay_ms = math.ceil(max(0.0, seconds) * 1000)  # never earlier than asked
         uid, fut = _bridge.register()
         op = ctypes.c_void_p()
-        rc = lib.sluice_runtime_timer(self.handle, max(0, int(seconds * 1000)), _bridge._status_cb,
-                                      uid, _bridge._free_cb, ctypes.byref(op))
+        rc = lib.sluice_runtime_timer(self._h, delay_ms, _bridge._status_cb, uid,
+                                      _bridge._free_cb, ctypes.byref(op))
         if rc < 0:
+            err = make_error(rc)
             _bridge.unregister(uid)
-            raise make_error(rc)
-        status, _ = await _bridge.wait(uid, fut, op)
-        if status:
-            raise make_error(status, "")
+            raise err
+        return Op(uid, fut, op)
+
+    async def sleep(self, seconds):
+        """Waits on a sluice timer. Cancelling the task cancels the timer."""
+        await self.timer(seconds)
+
+    def post(self, fn):
+        """Queues fn() to run on sluice's loop thread (fire and forget; an
+        exception it raises is logged to the "sluice" logger). Any thread;
+        no asyncio loop needed. Raises ClosedError once shutdown began."""
+        self._post(fn, awaited=False)
 
     async def run_on_loop(self, fn):
-        """Runs fn() on sluice's loop thread and returns its result."""
-        result = {}
-
-        def call(_ud, status):
-            if status == 0:
-                try:
-                    result["value"] = fn()
-                except BaseException as e:  # handed back to the awaiting task
-                    result["error"] = e
-            _bridge._status_cb(_ud, status)
-
-        cb = _lib.STATUS_CB(call)
-        uid, fut = _bridge.register()
-        _keep[uid] = cb
-        rc = lib.sluice_runtime_post(self.handle, cb, uid, _bridge._free_cb)
-        if rc < 0:
-            _bridge.unregister(uid)
-            _keep.pop(uid, None)
-            raise make_error(rc)
-        try:
-            status, _ = await _bridge.wait(uid, fut, None)
-        finally:
-            _keep.pop(uid, None)
+        """Runs fn() on sluice's loop thread and returns its result (or
+        raises its exception). Cancelling the awaiting task does not stop
+        the work: it runs anyway, its result is dropped."""
+        uid, fut = self._post(fn, awaited=True)
+        status, outcome = await _bridge.wait(uid, fut, None)
         if status:
             raise make_error(status, "")
-        if "error" in result:
-            raise result["error"]
-        return result.get("value")
+        ok, value = outcome
+        if not ok:
+            raise value
+        return value
+
+    def _post(self, fn, awaited):
+        if not callable(fn):
+            raise make_error(-1, "post: fn is not callable")
+        uid, fut = _bridge.register(fn=fn, awaited=awaited)
+        rc = lib.sluice_runtime_post(self._h, _bridge._status_cb, uid, _bridge._free_cb)
+        if rc < 0:
+            err = make_error(rc)
+            _bridge.unregister(uid)
+            raise err
+        return uid, fut
+
+    # ---- figures ----------------------------------------------------
 
     def stats(self):
+        """Loop figures as a dict (posted, ops_started/completed/pending,
+        lag_*_ns, is_own_thread, is_closed)."""
         st = _lib.RuntimeStats(size=ctypes.sizeof(_lib.RuntimeStats))
-        check(lib.sluice_runtime_stats_get(self.handle, ctypes.byref(st)))
+        check(lib.sluice_runtime_stats_get(self._h, ctypes.byref(st)))
         return {name: getattr(st, name) for name, _ in st._fields_ if name != "size"}
 
     def memory(self):
+        """The library's allocator figures as a dict (jemalloc, allocated,
+        active, resident, arena)."""
         st = _lib.MemoryStats(size=ctypes.sizeof(_lib.MemoryStats))
-        check(lib.sluice_runtime_memory(self.handle, ctypes.byref(st)))
+        check(lib.sluice_runtime_memory(self._h, ctypes.byref(st)))
         return {name: getattr(st, name) for name, _ in st._fields_ if name != "size"}
 
     def describe(self):
+        """The library's one-line summary of this runtime."""
         buf = _lib.Buf()
-        check(lib.sluice_runtime_describe(self.handle, ctypes.byref(buf)))
+        check(lib.sluice_runtime_describe(self._h, ctypes.byref(buf)))
         return _lib.take_buf(buf)
 
     def __repr__(self):
-        return f"<sluice.Runtime {self.describe() if self._h else 'closed'}>"
+        return f"<sluice.Runtime {self.describe() if self._h else 'freed'}>"
 
 
-# ctypes callback objects for run_on_loop, alive until the call completes.
-_keep = {}
+# Runtimes still open at exit are closed before the interpreter finalizes:
+# after that their loop threads could no longer take the GIL to complete
+# pending operations, and shutdown would hang.
+_live = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all():
+    for rt in list(_live):
+        try:
+            rt.close()
+        except Exception:
+            pass
