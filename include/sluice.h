@@ -10,6 +10,7 @@
 #include "sluice/op.h"
 #include "sluice/runtime.h"
 #include "sluice/breaker.h"
+#include "sluice/limiter.h"
 #include "sluice/locks.h"
 #include "sluice/retry.h"
 #include "sluice/monitor.h"
