@@ -3,9 +3,12 @@
  * minimum number of calls, the open wait, half-open trials (admission,
  * early reopen, close), stale tickets, release, forced states. */
 #include <math.h>
+#include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <sluice/breaker.h>
+#include <sluice/monitor.h>
 
 #include "testutil.h"
 
@@ -68,7 +71,7 @@ static void test_options(void **state) {
   sluice_breaker_options o, lit = SLUICE_BREAKER_OPTIONS_INIT;
   assert_err(SLUICE_EINVAL, sluice_breaker_options_init(NULL, SLUICE_BREAKER_OPTIONS_VERSION));
   assert_err(SLUICE_EVERSION, sluice_breaker_options_init(&o, 0));
-  assert_err(SLUICE_EVERSION, sluice_breaker_options_init(&o, 2));
+  assert_err(SLUICE_EVERSION, sluice_breaker_options_init(&o, 3));
   assert_ok(sluice_breaker_options_init(&o, SLUICE_BREAKER_OPTIONS_VERSION));
   assert_int_equal(o.version, lit.version);
   assert_int_equal(o.window_ms, lit.window_ms);
@@ -77,6 +80,8 @@ static void test_options(void **state) {
   assert_int_equal(o.slow_call_ms, 0);
   assert_null(o.clock);
   assert_null(o.on_state_change);
+  assert_null(o.monitor);
+  assert_null(o.name);
   assert_int_equal(o.window, SLUICE_BREAKER_WINDOW_COUNT);
   assert_int_equal(o.window_calls, 100);
   assert_int_equal(o.minimum_calls, 10);
@@ -373,6 +378,62 @@ static void test_forced_states(void **state) {
   sluice_breaker_free(b);
 }
 
+/* The count of a monitor series by name (0 if absent). */
+static uint64_t series_count(sluice_monitor *m, const char *name) {
+  for (uint32_t i = 0; i < sluice_monitor_series_count(m); i++) {
+    sluice_monitor_op_stats os = {sizeof os};
+    assert_ok(sluice_monitor_op_stats_get(m, i, SLUICE_WINDOW_ALL, &os));
+    if (strcmp(os.name, name) == 0) return os.count;
+  }
+  return 0;
+}
+
+/* Given a monitor, the breaker records its trips and its refusals. */
+static void test_monitor(void **state) {
+  (void)state;
+  sluice_monitor *m;
+  assert_ok(sluice_monitor_new(&m, NULL, NULL));
+  sluice_breaker_options o = base_opts();
+  o.monitor = m;
+  o.name = "ai";
+  sluice_breaker *b = make(&o);
+  for (int i = 0; i < 4; i++) call(b, 1, 0);
+  assert_int_equal(sluice_breaker_state_get(b), SLUICE_BREAKER_OPEN);
+  uint64_t t;
+  for (int i = 0; i < 3; i++) assert_err(SLUICE_EOPEN, sluice_breaker_allow(b, &t));
+  assert_int_equal(series_count(m, "ai.opened"), 1);
+  assert_int_equal(series_count(m, "ai.rejected"), 3);
+  assert_int_equal(stats(b).refused, 3);
+  sluice_breaker_free(b);
+
+  o.name = "";
+  sluice_breaker *bad = NULL;
+  assert_err(SLUICE_EINVAL, sluice_breaker_new(&bad, NULL, &o));
+  assert_null(bad);
+  sluice_monitor_free(m);
+}
+
+/* A caller built against options version 1 (no monitor, no name fields):
+ * the library must not read past the end of its struct. The struct is cut
+ * to its version 1 size on the heap, so ASan would catch a read beyond. */
+static void test_options_version_1(void **state) {
+  (void)state;
+  sluice_breaker_options full = base_opts();
+  full.version = 1;
+  size_t v1 = offsetof(sluice_breaker_options, monitor);
+  void *cut = malloc(v1);
+  assert_non_null(cut);
+  assert_ok(sluice_breaker_options_init((sluice_breaker_options *)cut, 1)); /* writes v1 only */
+  memcpy(cut, &full, v1);
+  sluice_breaker *b = NULL;
+  g_now = 1000 * MS;
+  assert_ok(sluice_breaker_new(&b, NULL, (const sluice_breaker_options *)cut));
+  for (int i = 0; i < 4; i++) call(b, 1, 0);
+  assert_int_equal(sluice_breaker_state_get(b), SLUICE_BREAKER_OPEN);
+  sluice_breaker_free(b);
+  free(cut);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_options),
@@ -385,6 +446,8 @@ int main(void) {
       cmocka_unit_test(test_slow_calls),
       cmocka_unit_test(test_time_window),
       cmocka_unit_test(test_forced_states),
+      cmocka_unit_test(test_monitor),
+      cmocka_unit_test(test_options_version_1),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -82,7 +82,7 @@ typedef enum sluice_breaker_result {
 typedef void (*sluice_breaker_state_cb)(void *user_data, int from, int to,
                                         uint64_t generation);
 
-#define SLUICE_BREAKER_OPTIONS_VERSION 1
+#define SLUICE_BREAKER_OPTIONS_VERSION 2
 
 typedef struct sluice_breaker_options {
   unsigned int version;        /* SLUICE_BREAKER_OPTIONS_VERSION */
@@ -114,11 +114,18 @@ typedef struct sluice_breaker_options {
   void *clock_user_data;
   sluice_breaker_state_cb on_state_change; /* optional */
   void *state_user_data;
+  /* Version 2. Optional: records "<name>.rejected" for every call refused
+   * while open (duration 0, outcome SLUICE_EOPEN) and "<name>.opened" each
+   * time the breaker trips (duration 0, outcome SLUICE_EOPEN). Must outlive
+   * the breaker. A version 1 caller gets neither. */
+  sluice_monitor *monitor;
+  const char *name;            /* series prefix; default "breaker" (1..64
+                                  bytes; copied) */
 } sluice_breaker_options;
 
 #define SLUICE_BREAKER_OPTIONS_INIT                                          \
   {SLUICE_BREAKER_OPTIONS_VERSION, SLUICE_BREAKER_WINDOW_COUNT, 100, 60000, \
-   10, 10, 50.0, 0, 100.0, 30000, 3, NULL, NULL, NULL, NULL}
+   10, 10, 50.0, 0, 100.0, 30000, 3, NULL, NULL, NULL, NULL, NULL, NULL}
 
 /*
  * Fills `opts` with the defaults of options version `version`.

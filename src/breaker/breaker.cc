@@ -9,6 +9,8 @@
 #endif
 
 #include <cmath>
+#include <cstring>
+#include <string>
 
 #include "common/error.h"
 
@@ -102,6 +104,11 @@ int Breaker::create(const sluice_breaker_options &o, Breaker **out) {
     return fail(SLUICE_EINVAL, "sluice_breaker_options.half_open_trials: %u is outside 1..65536",
                 o.half_open_trials);
 
+  const char *name = o.name ? o.name : "breaker";
+  size_t name_len = std::strlen(name);
+  if (name_len == 0 || name_len > 64)
+    return fail(SLUICE_EINVAL, "sluice_breaker_options.name: %zu bytes, not 1..64", name_len);
+
   auto *b = new Breaker();
   b->time_window_ = time;
   if (time) {
@@ -122,6 +129,19 @@ int Breaker::create(const sluice_breaker_options &o, Breaker **out) {
   b->clock_ud_ = o.clock_user_data;
   b->on_change_ = o.on_state_change;
   b->change_ud_ = o.state_user_data;
+  if (o.monitor) {
+    std::string rejected = std::string(name, name_len) + ".rejected";
+    std::string opened = std::string(name, name_len) + ".opened";
+    int rc = sluice_monitor_series(o.monitor, rejected.data(), rejected.size(),
+                                   &b->series_rejected_);
+    if (rc == 0)
+      rc = sluice_monitor_series(o.monitor, opened.data(), opened.size(), &b->series_opened_);
+    if (rc != 0) {
+      delete b;
+      return rc;
+    }
+    b->monitor_ = o.monitor;
+  }
   *out = b;
   return 0;
 }
@@ -142,7 +162,7 @@ int Breaker::allow_slow(uint64_t w, uint64_t *ticket) {
     now = this->now();
     have_now = true;
     if (now < open_until_.load(std::memory_order_relaxed)) {
-      refused_.fetch_add(1, std::memory_order_relaxed);
+      refused();
       return SLUICE_EOPEN;
     }
   }
@@ -171,7 +191,7 @@ int Breaker::allow_slow(uint64_t w, uint64_t *ticket) {
   if (rc == 0) {
     if (ticket) *ticket = w >> 2;
   } else {
-    refused_.fetch_add(1, std::memory_order_relaxed);
+    refused();
   }
   notify(c);
   return rc;
@@ -311,7 +331,14 @@ void Breaker::transition(int to, uint64_t now, Change *c) {
   c->generation = gen;
 }
 
+void Breaker::refused() {
+  refused_.fetch_add(1, std::memory_order_relaxed);
+  if (monitor_) sluice_monitor_record_id(monitor_, series_rejected_, 0, SLUICE_EOPEN);
+}
+
 void Breaker::notify(const Change &c) const {
+  if (c.to == SLUICE_BREAKER_OPEN && monitor_)
+    sluice_monitor_record_id(monitor_, series_opened_, 0, SLUICE_EOPEN);
   if (c.to >= 0 && on_change_) on_change_(change_ud_, c.from, c.to, c.generation);
 }
 

@@ -76,6 +76,7 @@ class Breaker : public mem::Allocated {
   // Under the lock. `now` is only read when going OPEN.
   void transition(int to, uint64_t now, Change *c);
   void notify(const Change &c) const;
+  void refused();  // a call refused: counted, and recorded if monitored
 
   // Configuration (immutable).
   bool time_window_ = false;
@@ -92,6 +93,8 @@ class Breaker : public mem::Allocated {
   void *clock_ud_ = nullptr;
   sluice_breaker_state_cb on_change_ = nullptr;
   void *change_ud_ = nullptr;
+  sluice_monitor *monitor_ = nullptr;
+  uint32_t series_rejected_ = 0, series_opened_ = 0;
 
   // generation << 2 | state. Written under the lock, read anywhere.
   alignas(64) std::atomic<uint64_t> word_{(1u << 2) | SLUICE_BREAKER_CLOSED};

@@ -1,4 +1,5 @@
 // extern "C" entry points of sluice/breaker.h.
+#include <cstddef>
 #include <cstring>
 
 #include "breaker/breaker.h"
@@ -17,8 +18,10 @@ int sluice_breaker_options_init(sluice_breaker_options *opts, unsigned int versi
   if (int rc = sluice::check_version("sluice_breaker_options", version,
                                      SLUICE_BREAKER_OPTIONS_VERSION))
     return rc;
-  *opts = sluice_breaker_options SLUICE_BREAKER_OPTIONS_INIT;
-  opts->version = version;
+  sluice_breaker_options d = SLUICE_BREAKER_OPTIONS_INIT;
+  d.version = version;
+  // A version 1 caller's struct ends before `monitor`: write no further.
+  std::memcpy(opts, &d, version >= 2 ? sizeof d : offsetof(sluice_breaker_options, monitor));
   return 0;
 }
 
@@ -30,8 +33,11 @@ int sluice_breaker_new(sluice_breaker **out, sluice_runtime *, const sluice_brea
     if (int rc = sluice::check_version("sluice_breaker_options", opts->version,
                                        SLUICE_BREAKER_OPTIONS_VERSION))
       return rc;
-    // Version 1 is every field there is so far; later versions copy more.
-    o = *opts;
+    // A version 1 caller's struct ends before `monitor`.
+    if (opts->version >= 2)
+      o = *opts;
+    else
+      std::memcpy(&o, opts, offsetof(sluice_breaker_options, monitor));
   }
   return guarded([&] {
     Breaker *b = nullptr;
