@@ -44,7 +44,7 @@ fn every_function_of_the_headers_is_declared() {
         for chunk in text.split("SLUICE_EXTERN").skip(1) {
             let before_paren = chunk.split('(').next().unwrap();
             let name = before_paren.split(|c: char| !(c.is_alphanumeric() || c == '_'))
-                .filter(|s| !s.is_empty()).last().unwrap();
+                .filter(|s| !s.is_empty()).next_back().unwrap();
             // Declarations only: the macro's own definition is not one.
             if name.starts_with("sluice_") {
                 in_headers.insert(name.to_string());

@@ -93,7 +93,7 @@ impl Error {
     /// from a query.
     pub fn sent(&self) -> bool { self.query.as_ref().is_some_and(|q| q.sent) }
     /// True for the error of a query (it carries the server's fields).
-    pub(crate) fn from_query(&self) -> bool { self.query.is_some() }
+    pub(crate) fn is_query_error(&self) -> bool { self.query.is_some() }
 
     /// True if running the statement again is safe and may succeed
     /// (`sluice_pg_result_retryable`, with the query's idempotent flag).

@@ -84,7 +84,7 @@ impl Classify for Error {
     /// happened and waiting may help: `TimedOut`, `Again`, `Exhausted`,
     /// `Unreachable`, `Full`, `Rejected`. Everything else is permanent.
     fn classify(&self) -> Verdict {
-        let retry = if self.from_query() {
+        let retry = if self.is_query_error() {
             self.retryable()
         } else {
             matches!(self.kind(), ErrorKind::TimedOut | ErrorKind::Again | ErrorKind::Exhausted
@@ -299,6 +299,11 @@ impl Drop for Session {
 }
 
 impl Session {
+    fn new(policy: &RetryInner, deadline_ns: u64) -> Result<Session> {
+        let mut raw = ptr::null_mut();
+        check(unsafe { sys::sluice_retry_session_new(policy.raw, deadline_ns, &mut raw) })?;
+        Ok(Session { raw })
+    }
     fn attempts(&self) -> u32 { unsafe { sys::sluice_retry_session_attempts(self.raw) } }
 }
 
@@ -396,12 +401,10 @@ impl RetryPolicy {
         let inner = self.inner.clone();
         async move {
             let stopped = |reason, last, attempts| Err(RetryError::Stopped { reason, last, attempts });
-            let mut raw = ptr::null_mut();
-            let rc = unsafe { sys::sluice_retry_session_new(inner.raw, deadline_ns, &mut raw) };
-            if rc != 0 {
-                return stopped(Error::last(rc), None, 0);
-            }
-            let session = Session { raw };
+            let session = match Session::new(&inner, deadline_ns) {
+                Ok(s) => s,
+                Err(e) => return stopped(e, None, 0),
+            };
             let mut last: Option<E> = None;
             loop {
                 let (mut attempt_deadline, mut status) = (0u64, 0);
