@@ -5,9 +5,9 @@
 mod common;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Barrier};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{block_on, poll_once, run_tasks, wait_until};
 use sluice::{Algorithm, ErrorKind, LimiterFull, Limiter, LimiterOptions, ManualClock, Monitor, Reason, Runtime};
@@ -174,6 +174,46 @@ fn acquire_deadline_and_cancel() {
     wait_until(|| l2.stats().unwrap().waiting == 1);
     l2.set_limit(2, 60 * SEC, 0).unwrap();
     assert_eq!(block_on(f).unwrap_err().kind(), ErrorKind::Invalid);
+}
+
+#[test]
+fn cancel_racing_a_grant_counts_exactly_once() {
+    let rt = Runtime::new().unwrap();
+    let clock = ManualClock::default();
+    let l = limiter(Some(&rt), &clock, Algorithm::SlidingLog, 1, 10 * SEC);
+    let barrier = Arc::new(Barrier::new(2));
+    let (tx, rx) = mpsc::channel::<()>();
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let waker = {
+        let (l, clock, barrier) = (l.clone(), clock.clone(), barrier.clone());
+        thread::spawn(move || for (i, ()) in rx.into_iter().enumerate() {
+            barrier.wait();
+            let spin = Instant::now() + Duration::from_micros((i as u64 * 37) % 1500);
+            while Instant::now() < spin {
+                std::hint::spin_loop();
+            }
+            clock.advance(10 * SEC); // the unit frees up...
+            l.wake().unwrap();
+            done_tx.send(()).unwrap();
+        })
+    };
+    for _ in 0..200 {
+        clock.advance(10 * SEC);
+        assert!(l.check("k").unwrap().allowed);
+        let f = l.acquire("k");
+        wait_until(|| l.stats().unwrap().waiting == 1);
+        tx.send(()).unwrap();
+        barrier.wait();
+        drop(f); // ...while the waiter gives up
+        done_rx.recv().unwrap(); // the round's clock move is over before the next round
+        wait_until(|| l.stats().unwrap().waiting == 0);
+    }
+    drop(tx);
+    waker.join().unwrap();
+    let st = l.stats().unwrap();
+    // Each round: the cancel won, or the grant won and took the unit.
+    assert_eq!(st.wait_cancels + (st.allowed - 200), 200, "{st:?}");
+    eprintln!("limiter cancel race: {} cancels won, {} grants won", st.wait_cancels, st.allowed - 200);
 }
 
 #[test]
