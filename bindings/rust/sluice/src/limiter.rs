@@ -56,7 +56,7 @@ pub struct LimiterOptions {
     /// on the runtime's real-time timers: after moving an injected clock,
     /// call [`Limiter::wake`].
     pub clock: Option<Clock>,
-    /// Records "<name>.rejected" and "<name>.wait"; kept alive.
+    /// Records `<name>.rejected` and `<name>.wait`; kept alive.
     pub monitor: Option<Arc<Monitor>>,
     /// Series prefix (default "limiter").
     pub name: Option<String>,

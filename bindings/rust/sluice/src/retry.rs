@@ -49,7 +49,7 @@ pub enum Outcome {
 }
 
 /// The code an attempt's error is reported with when it has no sluice code
-/// of its own (the monitor's "<name>.attempt" series and `on_retry` see it).
+/// of its own (the monitor's `<name>.attempt` series and `on_retry` see it).
 pub const ATTEMPT_ERROR_CODE: i32 = -1000;
 
 /// How an attempt's error is classified.
@@ -124,7 +124,7 @@ pub struct RetryOptions {
     pub seed: u64,
     /// Consulted before every attempt; kept alive by the policy.
     pub breaker: Option<Breaker>,
-    /// Records "<name>.attempt" and "<name>.run"; kept alive.
+    /// Records `<name>.attempt` and `<name>.run`; kept alive.
     pub monitor: Option<Arc<Monitor>>,
     /// Series prefix (default "retry").
     pub name: Option<String>,
@@ -266,6 +266,15 @@ struct RetryInner {
 unsafe impl Send for RetryInner {}
 unsafe impl Sync for RetryInner {}
 
+impl RetryInner {
+    fn now_ns(&self) -> u64 {
+        match &self.clock {
+            Some(c) => c.now_ns(),
+            None => unsafe { sys::sluice_now_ns() },
+        }
+    }
+}
+
 impl Drop for RetryInner {
     /// Runs once no clone and no run is left.
     fn drop(&mut self) {
@@ -369,12 +378,7 @@ impl RetryPolicy {
     }
 
     /// Now on the policy's clock, for a deadline given to `run_by`.
-    pub fn now_ns(&self) -> u64 {
-        match &self.inner.clock {
-            Some(c) => c.now_ns(),
-            None => unsafe { sys::sluice_now_ns() },
-        }
-    }
+    pub fn now_ns(&self) -> u64 { self.inner.now_ns() }
 
     /// Runs `f` until an attempt succeeds or the policy stops, classifying
     /// errors with their [`Classify`] impl:
@@ -417,7 +421,7 @@ impl RetryPolicy {
                 }
                 let attempt = f();
                 let out = if attempt_deadline != 0 {
-                    let left = attempt_deadline.saturating_sub(RetryPolicy { inner: inner.clone() }.now_ns());
+                    let left = attempt_deadline.saturating_sub(inner.now_ns());
                     within(attempt, inner.rt.sleep(Duration::from_millis(ceil_ms(Duration::from_nanos(left))))).await
                 } else {
                     Some(attempt.await)
