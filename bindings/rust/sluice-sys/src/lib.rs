@@ -1,10 +1,20 @@
 //! Raw declarations of libsluice's C API: `sluice/common.h`, `sluice/op.h`,
-//! `sluice/runtime.h`, `sluice/monitor.h` and `sluice/pg.h`. Written by hand; `tests/header.rs` checks them
+//! `sluice/runtime.h`, `sluice/monitor.h`, `sluice/pg.h` and, in their own
+//! modules, `sluice/locks.h`, `sluice/limiter.h`, `sluice/retry.h` and
+//! `sluice/breaker.h`. Written by hand; `tests/header.rs` checks them
 //! against the installed headers (codes, versions, function names, struct
 //! sizes and field offsets from the C compiler).
 #![allow(non_camel_case_types)]
 
 use std::os::raw::{c_char, c_int, c_uint, c_void};
+
+mod limiter;
+mod locks;
+mod retry;
+
+pub use limiter::*;
+pub use locks::*;
+pub use retry::*;
 
 /// `sluice_monitor_window` (a C enum).
 pub type sluice_monitor_window = c_int;

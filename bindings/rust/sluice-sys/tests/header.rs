@@ -39,19 +39,20 @@ fn error_codes_match_the_errno_map() {
 #[test]
 fn every_function_of_the_headers_is_declared() {
     let mut in_headers = BTreeSet::new();
-    for h in ["common.h", "op.h", "runtime.h", "monitor.h", "pg.h"] {
+    for h in ["common.h", "op.h", "runtime.h", "monitor.h", "pg.h", "locks.h", "limiter.h", "retry.h", "breaker.h"] {
         let text = header(h);
         for chunk in text.split("SLUICE_EXTERN").skip(1) {
             let before_paren = chunk.split('(').next().unwrap();
             let name = before_paren.split(|c: char| !(c.is_alphanumeric() || c == '_'))
-                .filter(|s| !s.is_empty()).last().unwrap();
+                .filter(|s| !s.is_empty()).next_back().unwrap();
             // Declarations only: the macro's own definition is not one.
             if name.starts_with("sluice_") {
                 in_headers.insert(name.to_string());
             }
         }
     }
-    let declared: BTreeSet<String> = DECLARED.iter().map(|s| s.to_string()).collect();
+    let declared: BTreeSet<String> = [DECLARED, DECLARED_LOCKS, DECLARED_LIMITER, DECLARED_RETRY].concat()
+        .iter().map(|s| s.to_string()).collect();
     assert_eq!(in_headers, declared);
     assert!(header("runtime.h").contains(&format!(
         "#define SLUICE_RUNTIME_OPTIONS_VERSION {}", SLUICE_RUNTIME_OPTIONS_VERSION)));

@@ -92,6 +92,9 @@ impl Error {
     /// effects (always true for `Pg` and `Ambiguous`). False for errors not
     /// from a query.
     pub fn sent(&self) -> bool { self.query.as_ref().is_some_and(|q| q.sent) }
+    /// True for the error of a query (it carries the server's fields).
+    pub(crate) fn is_query_error(&self) -> bool { self.query.is_some() }
+
     /// True if running the statement again is safe and may succeed
     /// (`sluice_pg_result_retryable`, with the query's idempotent flag).
     /// Errors that are not from a query: false.

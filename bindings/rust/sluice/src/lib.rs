@@ -1,16 +1,30 @@
-//! Safe Rust bindings of libsluice (see bindings/rust/README.md).
+//! Safe Rust bindings of libsluice (see bindings/rust/README.md): runtime,
+//! PostgreSQL pool, monitor, keyed locks, rate limiter, retry policy and
+//! circuit breaker.
 //!
 //! Waiting operations are futures that work on any executor: the library's
 //! callback runs once on its loop thread, stores the outcome and wakes the
 //! stored `Waker`. Dropping a future before it completes cancels the
 //! operation.
+mod breaker;
+mod clock;
 mod error;
+mod limiter;
+mod locks;
 mod monitor;
 mod pg;
+mod retry;
 mod runtime;
+mod util;
 
+pub use breaker::{Breaker, BreakerOptions, BreakerState, BreakerStats, BreakerWindow, Permit, StateListener};
+pub use clock::{Clock, ManualClock};
 pub use error::{Error, ErrorKind, Result};
-pub use monitor::{Monitor, OpStats, Window};
+pub use limiter::{Algorithm, Decision, LimitAcquire, Limiter, LimiterFull, LimiterOptions, LimiterStats, Reason};
+pub use locks::{HeldTooLong, LockFuture, LockGuard, LockMode, Locks, LocksFull, LocksOptions, LocksStats};
+pub use monitor::{Monitor, OpStats, Span, Window};
+pub use retry::{next_delay, retry_seed, Classify, Jitter, Outcome, RetryError, RetryListener, RetryOptions, RetryPolicy,
+                RetryStats, Verdict, ATTEMPT_ERROR_CODE};
 pub use pg::{Acquire, Close, ColumnIndex, Conn, ConnQuery, Execute, FromSql, Pool, PoolOptions, PoolStats, Query,
              QueryOptions, Rows, ToParam};
 pub use runtime::{Memory, Post, Runtime, RuntimeBuilder, Sleep, Stats};

@@ -137,3 +137,46 @@ impl Drop for Monitor {
         unsafe { sys::sluice_monitor_free(self.raw) };
     }
 }
+
+// ---- spans ------------------------------------------------------------------
+
+/// Times one operation: `let span = mon.span("handle")?; ...; span.ok()?`.
+/// Ended by `ok`, `fail` or `end`; a span dropped without an end (an early
+/// return, a panic, a cancelled future) is recorded as `Canceled`.
+#[must_use = "a span records when it is ended or dropped"]
+pub struct Span<'a> {
+    raw: sys::sluice_span,
+    ended: bool,
+    _monitor: std::marker::PhantomData<&'a Monitor>,
+}
+
+// The monitor records from any thread; the span is plain data.
+unsafe impl Send for Span<'_> {}
+
+impl Monitor {
+    /// Starts timing `name` now. Errors: `Invalid` (empty or too long
+    /// name), `Limit` (the monitor's series cap is reached).
+    pub fn span(&self, name: &str) -> Result<Span<'_>> {
+        let mut raw = sys::sluice_span { monitor: ptr::null_mut(), id: 0, start_ns: 0 };
+        check(unsafe { sys::sluice_monitor_span_begin(self.raw, name.as_ptr() as *const _, name.len(), &mut raw) })?;
+        Ok(Span { raw, ended: false, _monitor: std::marker::PhantomData })
+    }
+}
+
+impl Span<'_> {
+    /// Records the time since the start with `code` (0: success).
+    pub fn end(mut self, code: i32) -> Result<()> {
+        self.ended = true;
+        check(unsafe { sys::sluice_monitor_span_end(&mut self.raw, code) })
+    }
+    pub fn ok(self) -> Result<()> { self.end(0) }
+    pub fn fail(self, e: &Error) -> Result<()> { self.end(e.code()) }
+}
+
+impl Drop for Span<'_> {
+    fn drop(&mut self) {
+        if !self.ended {
+            unsafe { sys::sluice_monitor_span_end(&mut self.raw, sys::SLUICE_ECANCELED) };
+        }
+    }
+}
