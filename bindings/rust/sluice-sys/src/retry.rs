@@ -24,7 +24,7 @@ pub const SLUICE_BREAKER_FAILURE: c_int = 1;
 pub type sluice_breaker_state_cb = Option<unsafe extern "C" fn(user_data: *mut c_void, from: c_int, to: c_int,
                                                                generation: u64)>;
 
-pub const SLUICE_BREAKER_OPTIONS_VERSION: c_uint = 1;
+pub const SLUICE_BREAKER_OPTIONS_VERSION: c_uint = 2;
 
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
@@ -44,6 +44,9 @@ pub struct sluice_breaker_options {
     pub clock_user_data: *mut c_void,
     pub on_state_change: sluice_breaker_state_cb,
     pub state_user_data: *mut c_void,
+    /// Version 2.
+    pub monitor: *mut sluice_monitor,
+    pub name: *const c_char,
 }
 
 #[repr(C)]

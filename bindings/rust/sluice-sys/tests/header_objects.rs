@@ -98,7 +98,8 @@ fn struct_layouts_match_the_c_compiler() {
                                reclaimed, blocks, bytes }
         sluice_breaker_options { version, window, window_calls, window_ms, window_buckets, minimum_calls,
                                  failure_rate_percent, slow_call_ms, slow_rate_percent, open_ms,
-                                 half_open_trials, clock, clock_user_data, on_state_change, state_user_data }
+                                 half_open_trials, clock, clock_user_data, on_state_change, state_user_data,
+                                 monitor, name }
         sluice_breaker_stats { size, state, generation, successes, failures, slow, refused, ignored, released,
                                opened, half_opened, closed, window_calls, window_failures, window_slow,
                                trials_taken, trials_reported }
