@@ -45,6 +45,12 @@ static inline void sg_complete(void *user_data, int status) {
 
 static inline void sg_release(void *user_data) { sluiceGoRelease((uintptr_t)user_data); }
 
+/* The clock of a Go ManualClock: one 64-bit word in C memory that Go
+ * stores to atomically (clock.go). */
+static inline uint64_t sg_manual_clock(void *user_data) {
+  return __atomic_load_n((const uint64_t *)user_data, __ATOMIC_ACQUIRE);
+}
+
 /* version is a parameter so the tests can provoke SLUICE_EVERSION. */
 static inline void sg_runtime_new(sg_result *r, sluice_runtime **out, unsigned version,
                                   const char *thread_name, uint32_t lag_interval_ms) {
