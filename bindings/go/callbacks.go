@@ -82,3 +82,11 @@ func sluiceGoLockHeld(h C.uintptr_t, key unsafe.Pointer, n C.size_t, token, held
 	cgo.Handle(h).Value().(*heldReporter).report(C.GoStringN((*C.char)(key), C.int(n)),
 		uint64(token), uint64(heldNS))
 }
+
+// sluiceGoBreakerState is a breaker's state listener (in the thread whose
+// call changed the state, after the breaker's lock is released).
+//
+//export sluiceGoBreakerState
+func sluiceGoBreakerState(h C.uintptr_t, from, to C.int, generation C.uint64_t) {
+	cgo.Handle(h).Value().(*stateListener).changed(int(from), int(to), uint64(generation))
+}

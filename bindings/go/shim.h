@@ -182,6 +182,7 @@ static inline void sg_pg_query(sg_result *r, sluice_pg_pool *pool, sluice_pg_con
 typedef struct sg_pg_error {
   const char *message, *sqlstate, *detail, *hint;
   int sent, retryable;
+  int retryable_idempotent; /* the classification for an idempotent statement */
 } sg_pg_error;
 
 static inline void sg_pg_error_of(const sluice_pg_result *res, sg_pg_error *e) {
@@ -191,6 +192,7 @@ static inline void sg_pg_error_of(const sluice_pg_result *res, sg_pg_error *e) {
   e->hint = sluice_pg_result_hint(res);
   e->sent = sluice_pg_result_sent(res);
   e->retryable = sluice_pg_result_retryable(res, 0);
+  e->retryable_idempotent = sluice_pg_result_retryable(res, 1);
 }
 
 /* Shape of a result: names[] and types[] have `columns` entries. */
