@@ -285,24 +285,27 @@ func TestLocksDeadlineAndCancel(t *testing.T) {
 
 // A cancel racing the grant: whichever wins, the waiter holds the key or
 // nobody does; a grant that arrived after the cancel is released, never
-// leaked. Rounds repeat until both outcomes and a late grant were seen.
+// leaked. Rounds cycle through a grant before the cancel, a cancel before
+// the grant, and the two at once, until a late grant (the race lost by
+// the cancel) has been seen.
 func TestLocksCancelRacesGrant(t *testing.T) {
 	rt := newRuntime(t)
 	l := newLocks(t, rt, LocksOptions{})
 	ctx := guardCtx(t)
 	late0 := atomic.LoadInt64(&lateGrants)
+	late := func() int64 { return atomic.LoadInt64(&lateGrants) - late0 }
 	var granted, canceled int
 	deadline := time.Now().Add(hangGuard / 2)
-	for round := 0; granted == 0 || canceled == 0 || atomic.LoadInt64(&lateGrants) == late0; round++ {
+	for round := 0; round < 30 || late() == 0; round++ {
 		if time.Now().After(deadline) {
-			t.Fatalf("after %d rounds: %d granted, %d cancelled, %d late", round, granted, canceled,
-				atomic.LoadInt64(&lateGrants)-late0)
+			t.Fatalf("after %d rounds: %d granted, %d cancelled, %d late", round, granted, canceled, late())
 		}
 		holder, err := l.Lock(ctx, "k")
 		if err != nil {
 			t.Fatal(err)
 		}
 		wctx, cancel := context.WithCancel(ctx)
+		defer cancel()
 		got := make(chan error, 1)
 		var g *LockGuard
 		go func() {
@@ -311,26 +314,41 @@ func TestLocksCancelRacesGrant(t *testing.T) {
 			got <- err
 		}()
 		spinUntil(t, "waiter to queue", func() bool { return locksStats(t, l).Waiters == 1 })
-		go holder.Unlock()
-		if round%3 == 0 {
-			runtime.Gosched()
+		var err2 error
+		switch round % 3 {
+		case 0: // granted first
+			holder.Unlock()
+			err2 = <-got
+			cancel()
+			if err2 != nil {
+				t.Fatalf("round %d: granted before the cancel: %v", round, err2)
+			}
+		case 1: // cancelled first
+			cancel()
+			err2 = <-got
+			holder.Unlock()
+			if !errors.Is(err2, ErrCanceled) {
+				t.Fatalf("round %d: cancelled before the grant: %v", round, err2)
+			}
+		case 2: // both at once
+			go holder.Unlock()
+			cancel()
+			err2 = <-got
 		}
-		cancel()
-		switch err := <-got; {
-		case err == nil:
+		switch {
+		case err2 == nil:
 			granted++
 			if err := g.Unlock(); err != nil {
 				t.Fatal(err)
 			}
-		case errors.Is(err, ErrCanceled) && errors.Is(err, context.Canceled):
+		case errors.Is(err2, ErrCanceled) && errors.Is(err2, context.Canceled):
 			canceled++
 		default:
-			t.Fatalf("round %d: %v", round, err)
+			t.Fatalf("round %d: %v", round, err2)
 		}
 		spinUntil(t, "key free", func() bool { st := locksStats(t, l); return st.Held == 0 && st.LiveKeys == 0 })
 	}
-	t.Logf("%d granted, %d cancelled (%d granted after the cancel and released)", granted, canceled,
-		atomic.LoadInt64(&lateGrants)-late0)
+	t.Logf("%d granted, %d cancelled (%d granted after the cancel and released)", granted, canceled, late())
 }
 
 func TestLocksMany(t *testing.T) {
