@@ -21,6 +21,12 @@ type completer interface {
 	complete(status int)
 }
 
+// valueCompleter is what the handle of an operation that completes with a
+// 64-bit value (a lock guard) points at.
+type valueCompleter interface {
+	completeValue(status int, value uint64)
+}
+
 // ptrCompleter is what the handle of an operation that hands something over
 // (a query's result, an acquire's connection) points at. ptr is C memory or
 // nil; msg is the failure's detail or "".
@@ -62,3 +68,25 @@ func sluiceGoCompletePtr(h C.uintptr_t, status C.int, ptr unsafe.Pointer, msg *C
 
 //export sluiceGoRelease
 func sluiceGoRelease(h C.uintptr_t) { dropHandle(h) }
+
+//export sluiceGoCompleteValue
+func sluiceGoCompleteValue(h C.uintptr_t, status C.int, value C.uint64_t) {
+	cgo.Handle(h).Value().(valueCompleter).completeValue(int(status), uint64(value))
+}
+
+// sluiceGoLockHeld is a lock manager's held-too-long report (loop thread);
+// key is valid during the call only.
+//
+//export sluiceGoLockHeld
+func sluiceGoLockHeld(h C.uintptr_t, key unsafe.Pointer, n C.size_t, token, heldNS C.uint64_t) {
+	cgo.Handle(h).Value().(*heldReporter).report(C.GoStringN((*C.char)(key), C.int(n)),
+		uint64(token), uint64(heldNS))
+}
+
+// sluiceGoBreakerState is a breaker's state listener (in the thread whose
+// call changed the state, after the breaker's lock is released).
+//
+//export sluiceGoBreakerState
+func sluiceGoBreakerState(h C.uintptr_t, from, to C.int, generation C.uint64_t) {
+	cgo.Handle(h).Value().(*stateListener).changed(int(from), int(to), uint64(generation))
+}

@@ -124,6 +124,13 @@ type Error struct {
 	Retryable bool   // running it again is safe and may succeed
 
 	cause error // e.g. the context error behind a cancellation
+
+	// classified: Retryable is the library's classification of a
+	// statement or an acquire (sluice_pg_result_retryable), which
+	// DefaultClassify then follows; retryableIdem is that classification
+	// for an idempotent statement, and idempotent says the statement was
+	// flagged Idempotent.
+	classified, retryableIdem, idempotent bool
 }
 
 func (e *Error) Error() string {

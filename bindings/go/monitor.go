@@ -135,6 +135,12 @@ func (c *monitorCore) free() {
 // releaseUse. The pool must be on the monitor's runtime (or the monitor on
 // none), since the runtime frees its pools before its monitors.
 func (c *monitorCore) acquireUse(rtp *C.sluice_runtime) (*C.sluice_monitor, error) {
+	return c.acquireUseFor(rtp, "PoolOptions.Monitor")
+}
+
+// acquireUseFor is acquireUse for any object made on runtime rtp; field
+// names the option in the error.
+func (c *monitorCore) acquireUseFor(rtp *C.sluice_runtime, field string) (*C.sluice_monitor, error) {
 	c.refMu.Lock()
 	defer c.refMu.Unlock()
 	c.mu.RLock()
@@ -143,10 +149,32 @@ func (c *monitorCore) acquireUse(rtp *C.sluice_runtime) (*C.sluice_monitor, erro
 		return nil, errMonitorClosed()
 	}
 	if c.rtp != nil && c.rtp != rtp {
-		return nil, newError(CodeInvalid, "PoolOptions.Monitor was made on another runtime")
+		return nil, newError(CodeInvalid, field+" was made on another runtime")
 	}
 	c.users++
 	return c.ptr, nil
+}
+
+// attachAny lets an object that lives on no runtime (a limiter without
+// one, a retry policy) use the monitor. create runs while the monitor
+// cannot be freed, with its pointer and its runtime's set (nil if it has
+// no runtime); create makes the C object and, with a set, must join it
+// (depSet.add), freeing what it made if that fails, so that closing the
+// runtime frees the object before the monitor. On success the monitor is
+// held until releaseUse.
+func (c *monitorCore) attachAny(create func(mp *C.sluice_monitor, deps *depSet) error) error {
+	c.refMu.Lock()
+	defer c.refMu.Unlock()
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.closeReq || c.ptr == nil {
+		return errMonitorClosed()
+	}
+	if err := create(c.ptr, c.deps); err != nil {
+		return err
+	}
+	c.users++
+	return nil
 }
 
 func (c *monitorCore) releaseUse() {

@@ -76,7 +76,15 @@ func TestMonitorRecordSpanExport(t *testing.T) {
 		if db.P99 < db.P90 || db.P999 < db.P99 || db.SuccessRate < 0.98 || db.SuccessRate > 0.995 {
 			t.Fatalf("percentiles/rate %+v", db)
 		}
-		if st["ai.call"].Errors != 2 || st["bot.message"].Count != 1 || st["hot"].Count != 8000 {
+		// The recent windows may miss a sample recorded while its minute
+		// slot is being cleared (the library says so: src/monitor), at
+		// most one per concurrent recorder, when the series' first slot
+		// starts and at a minute boundary. The whole run counts all.
+		hot, lost := st["hot"].Count, uint64(0)
+		if w != WindowAll && hot < 8000 {
+			lost = 8000 - hot
+		}
+		if st["ai.call"].Errors != 2 || st["bot.message"].Count != 1 || hot+lost != 8000 || lost > 14 {
 			t.Fatalf("window %d: %+v", w, st)
 		}
 	}

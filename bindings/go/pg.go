@@ -454,6 +454,7 @@ func endedBefore(cause error, what string) error {
 		e = newError(CodeCanceled, "the context ended before the "+what+" was started")
 	}
 	e.cause = cause
+	e.classified, e.retryableIdem = true, e.Retryable
 	return e
 }
 
@@ -497,6 +498,7 @@ func (c *poolCore) await(ctx context.Context, k *pgCall, op *C.sluice_op, libDea
 // resultError turns a failed result into an *Error and frees the result.
 func resultError(status int, res *C.sluice_pg_result) *Error {
 	e := newError(Code(status), "")
+	e.classified = true
 	if res == nil {
 		return e
 	}
@@ -508,6 +510,7 @@ func resultError(status int, res *C.sluice_pg_result) *Error {
 	e.Hint = C.GoString(f.hint)
 	e.Sent = f.sent != 0
 	e.Retryable = f.retryable != 0
+	e.retryableIdem = f.retryable_idempotent != 0
 	freeResult(res)
 	return e
 }
@@ -569,9 +572,11 @@ func (c *poolCore) run(ctx context.Context, cn *Conn, flags QueryFlag, sql strin
 		e := newError(CodeCanceled, "the context ended; the statement had completed and its result was dropped")
 		e.Sent = true
 		e.cause = ctx.Err()
+		e.classified = true
 		return nil, e
 	}
 	e := resultError(k.status, res)
+	e.idempotent = flags&Idempotent != 0
 	if ctx.Err() != nil {
 		e.cause = ctx.Err()
 	}
@@ -678,6 +683,7 @@ func (p *Pool) Acquire(ctx context.Context) (*Conn, error) {
 		case CodeTimedOut, CodeExhausted, CodeUnreachable, CodeFull:
 			e.Retryable = true
 		}
+		e.classified, e.retryableIdem = true, e.Retryable
 		if ctx.Err() != nil {
 			e.cause = ctx.Err()
 		}

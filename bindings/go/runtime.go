@@ -24,11 +24,12 @@ type Runtime struct {
 	mu      sync.RWMutex
 	ptr     *C.sluice_runtime
 	closeMu sync.Mutex // one Close at a time
-	deps    *depSet    // pools and monitors, freed before the runtime
+	deps    *depSet    // the C objects made on it, freed before the runtime
 }
 
 // dependent is a C object made on a runtime that must be freed before the
-// runtime is (a pool, a monitor that reads the runtime's figures).
+// runtime is (a pool, a lock manager, a monitor that reads the runtime's
+// figures, an object that records into such a monitor).
 type dependent interface {
 	freeRank() int // lower ranks are freed first: a pool before its monitor
 	free()         // idempotent
@@ -39,19 +40,32 @@ type dependent interface {
 // back at the Runtime and the Runtime's finalizer still runs when a
 // program drops both.
 type depSet struct {
-	mu sync.Mutex
-	m  map[dependent]struct{}
+	mu   sync.Mutex
+	m    map[dependent]struct{}
+	dead bool // freeAll has taken the set
+
+	// closing is held for writing by Runtime.Close from before the shutdown
+	// until the runtime is freed, and for reading by a dependent's own
+	// Close while it frees a C object that uses the loop: the library
+	// forbids freeing such an object during a shutdown another thread runs.
+	closing sync.RWMutex
 }
 
-// add registers d; the caller holds the runtime's read lock, so Close has
-// not taken the set yet.
-func (s *depSet) add(d dependent) {
+// add registers d. A caller holding the runtime's read lock always
+// succeeds (Close has not taken the set yet); one that reaches the set
+// through a monitor may find it already taken by Close, and then gets
+// false and must free d itself.
+func (s *depSet) add(d dependent) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.dead {
+		return false
+	}
 	if s.m == nil {
 		s.m = map[dependent]struct{}{}
 	}
 	s.m[d] = struct{}{}
+	return true
 }
 
 func (s *depSet) remove(d dependent) {
@@ -69,6 +83,7 @@ func (s *depSet) freeAll() {
 		all = append(all, d)
 	}
 	s.m = nil
+	s.dead = true
 	s.mu.Unlock()
 	for rank := 0; len(all) > 0; rank++ {
 		rest := all[:0]
@@ -184,6 +199,8 @@ func (rt *Runtime) Close() error {
 	}
 	// Only Close frees p, and closeMu keeps other Closes out, so p stays
 	// valid here without holding mu.
+	rt.deps.closing.Lock()
+	defer rt.deps.closing.Unlock()
 	var r C.sg_result
 	C.sg_runtime_close(&r, p)
 	if err := resultErr(&r); err != nil {

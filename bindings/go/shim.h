@@ -45,6 +45,12 @@ static inline void sg_complete(void *user_data, int status) {
 
 static inline void sg_release(void *user_data) { sluiceGoRelease((uintptr_t)user_data); }
 
+/* The clock of a Go ManualClock: one 64-bit word in C memory that Go
+ * stores to atomically (clock.go). */
+static inline uint64_t sg_manual_clock(void *user_data) {
+  return __atomic_load_n((const uint64_t *)user_data, __ATOMIC_ACQUIRE);
+}
+
 /* version is a parameter so the tests can provoke SLUICE_EVERSION. */
 static inline void sg_runtime_new(sg_result *r, sluice_runtime **out, unsigned version,
                                   const char *thread_name, uint32_t lag_interval_ms) {
@@ -176,6 +182,7 @@ static inline void sg_pg_query(sg_result *r, sluice_pg_pool *pool, sluice_pg_con
 typedef struct sg_pg_error {
   const char *message, *sqlstate, *detail, *hint;
   int sent, retryable;
+  int retryable_idempotent; /* the classification for an idempotent statement */
 } sg_pg_error;
 
 static inline void sg_pg_error_of(const sluice_pg_result *res, sg_pg_error *e) {
@@ -185,6 +192,7 @@ static inline void sg_pg_error_of(const sluice_pg_result *res, sg_pg_error *e) {
   e->hint = sluice_pg_result_hint(res);
   e->sent = sluice_pg_result_sent(res);
   e->retryable = sluice_pg_result_retryable(res, 0);
+  e->retryable_idempotent = sluice_pg_result_retryable(res, 1);
 }
 
 /* Shape of a result: names[] and types[] have `columns` entries. */
