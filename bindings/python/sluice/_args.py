@@ -77,8 +77,8 @@ def timeout_ms(timeout):
 def ns_to_seconds_up(ns):
     """ns as float seconds, never below the exact value: sleeping the
     returned time never wakes before `ns` has passed (retry_after)."""
-    s = ns / 1e9
-    if Fraction(s) * 10**9 < ns:
+    s = ns / 1e9  # ns is rounded to a float first: may be off by more than one step
+    while Fraction(s) * 10**9 < ns:
         s = math.nextafter(s, math.inf)
     return s
 
