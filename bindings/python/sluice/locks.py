@@ -72,7 +72,7 @@ class Guard:
         self._release_if_held()
 
     def __del__(self):
-        if getattr(self, "_g", None) is not None and lib is not None:
+        if getattr(self, "_g", None) is not None and lib is not None and self.held:
             warnings.warn(f"sluice: a lock guard of {self.keys!r} was never released",
                           ResourceWarning, source=self)
             try:

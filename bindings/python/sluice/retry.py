@@ -10,6 +10,7 @@ import inspect
 import logging
 import math
 import numbers
+import threading
 
 from . import _args, _lib
 from ._lib import lib
@@ -150,6 +151,7 @@ class RetryPolicy:
         self._on_retry, self._sleep = on_retry, sleep or asyncio.sleep
         self._breaker, self._monitor = breaker, monitor  # both must outlive the policy
         self._sessions = 0  # open sessions, which also need the breaker
+        self._sessions_lock = threading.Lock()  # runs may come from several threads
         handle = ctypes.c_void_p()
         check(lib.sluice_retry_new(ctypes.byref(handle), None, ctypes.byref(opts)))
         self._h, self._opts = handle.value, opts
@@ -188,13 +190,15 @@ class RetryPolicy:
             deadline = max(1, _args.now_ns(self._clock) + _args.seconds_to_ns(timeout, "timeout"))
         session = ctypes.c_void_p()
         check(lib.sluice_retry_session_new(self.handle, deadline, ctypes.byref(session)))
-        self._sessions += 1
+        with self._sessions_lock:
+            self._sessions += 1
         try:
             return await self._drive(session.value, fn)
         finally:
             # A run not over (cancelled, or a BaseException) counts as cancelled.
             lib.sluice_retry_session_free(session.value)
-            self._sessions -= 1
+            with self._sessions_lock:
+                self._sessions -= 1
 
     async def _drive(self, s, fn):
         attempt_deadline, status, delay = ctypes.c_uint64(), ctypes.c_int(), ctypes.c_uint64()

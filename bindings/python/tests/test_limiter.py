@@ -5,6 +5,7 @@ import asyncio
 import logging
 import random
 import threading
+import time
 from fractions import Fraction
 
 import pytest
@@ -260,30 +261,50 @@ def test_acquire_deadline_returns_false(rt):
 
 
 def test_cancel_racing_a_grant_keeps_the_count_exact(rt, clock):
-    """The clock moves (a grant becomes possible) and the task is cancelled at
-    once: whichever wins, the key's remaining units must agree with it."""
+    """A grant becomes possible (the clock moves, the limiter is woken) and
+    the task is cancelled: cancel first, wake first, or both at once from
+    two threads. Whichever wins, the key's remaining units must agree with
+    it (taken if and only if the wait was not counted as cancelled)."""
     lim = sluice.Limiter(rt, limit=1, window=1.0, clock=clock)
+    rng = random.Random(2)
+    won = {"grant": 0, "cancel": 0}
 
     async def main():
-        for i in range(200):
+        for i in range(240):
             key = f"k{i}"
             assert lim.check(key)
             task = asyncio.ensure_future(lim.acquire(key))
             while lim.stats()["waiting"] < 1:
                 await rt.sleep(0.0005)
             cancels = lim.stats()["wait_cancels"]
-            clock.advance(1.0)
-            lim.wake()
-            if i % 2:
+            waker = None
+            if i % 3 == 0:  # the cancel reaches the loop first
+                task.cancel()
                 await asyncio.sleep(0)
-            task.cancel()
-            try:
-                granted = await task  # it finished before the cancel reached it
-            except asyncio.CancelledError:
-                granted = lim.stats()["wait_cancels"] == cancels  # the grant won the race
-            assert lim.peek(key).remaining == (0 if granted else 1), f"round {i}"
+                clock.advance(1.0)
+                lim.wake()
+            elif i % 3 == 1:  # the wake reaches the loop first
+                clock.advance(1.0)
+                lim.wake()
+                task.cancel()
+            else:  # a race between two threads
+                clock.advance(1.0)
+                waker = threading.Thread(target=lim.wake)
+                waker.start()
+                end = time.perf_counter() + rng.uniform(0, 200e-6)
+                while time.perf_counter() < end:
+                    pass
+                task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            if waker:
+                waker.join(GUARD)
+            granted = lim.stats()["wait_cancels"] == cancels
+            won["grant" if granted else "cancel"] += 1
+            assert lim.peek(key).allowed is not granted, f"round {i}"
 
     run(main())
+    assert won["grant"] >= 80 and won["cancel"] >= 80  # the two ordered thirds, at least
     assert lim.stats()["waiting"] == 0
     lim.close()
     assert probe(rt) == (0, 0)
