@@ -20,6 +20,7 @@ U64_MAX = 2**64 - 1
 # Larger than any duration the library accepts (2^40 ms, 2^62 ns), small
 # enough that ms * 10^6 still fits an int64.
 _MS_MAX = 2**62 // 10**6
+WAIT_MS_MAX = 2**40  # the longest timeout_ms of a waiting call
 
 
 def key_bytes(key):
@@ -71,7 +72,9 @@ def timeout_ms(timeout):
     if value < 0:
         raise make_error(-1, f"timeout {timeout!r} is negative (None waits without a deadline)")
     ms = math.ceil(round(value * 1000, 6))  # 0.3 s is 300 ms, not 301 (float noise)
-    return ms if ms <= _MS_MAX else _MS_MAX  # the library refuses it with its own message
+    if ms > WAIT_MS_MAX:  # checked here too: a wait served at once never reaches the library
+        raise make_error(-1, f"timeout {timeout!r} s is above 2^40 ms (None waits without a deadline)")
+    return ms
 
 
 def ns_to_seconds_up(ns):

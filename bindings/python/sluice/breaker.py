@@ -9,6 +9,7 @@ import weakref
 from . import _args, _lib
 from ._lib import lib
 from .errors import check, make_error
+from .retry import _classifier
 
 _log = logging.getLogger("sluice")
 
@@ -111,7 +112,6 @@ class Breaker:
         classification, or a callable or a tuple of exception types), and as
         a success if it is permanent (the dependency answered; the request
         was at fault). A cancelled block gives its ticket back."""
-        from .retry import _classifier  # retry builds on breaker, not the reverse
         return _Call(self, _classifier(classify))
 
     @property

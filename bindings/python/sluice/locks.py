@@ -5,7 +5,7 @@ import ctypes
 import logging
 import warnings
 
-from . import _args, _bridge, _lib
+from . import _args, _bridge, _inflight, _lib
 from ._lib import lib
 from .errors import check, make_error
 
@@ -30,6 +30,9 @@ class Guard:
 
     def __init__(self, locks, g, keys, shared):
         self._locks, self._g, self.keys, self.shared = locks, g, keys, shared
+        if locks._h is None:  # closed while the grant was on its way: it went with the manager
+            self._g = None
+            raise make_error(-4, "the lock manager was closed")
         token = ctypes.c_uint64()
         rc = lib.sluice_locks_token(locks._h, g, ctypes.byref(token))
         if rc < 0:  # cannot happen for a grant just made; never leak it
@@ -90,13 +93,14 @@ class _Request:
     """What a key argument asks for: one key (key bytes, mode) or several
     (a sluice_lock_key array, which keeps its key bytes alive)."""
 
-    __slots__ = ("keys", "key", "mode", "array", "n")
+    __slots__ = ("keys", "key", "mode", "array", "n", "raw")
 
     def __init__(self, keys, shared):
         self.keys = keys
         default = SHARED if shared else EXCLUSIVE
         if not isinstance(keys, (list, tuple)):
             self.key, self.mode, self.array, self.n = _args.key_bytes(keys), default, None, 1
+            self.raw = (self.key,)
             return
         items = []
         for i, item in enumerate(keys):
@@ -108,6 +112,7 @@ class _Request:
                 raw, mode = _args.key_bytes(item), default
             items.append((raw, mode))
         self.key, self.mode, self.n = None, default, len(items)
+        self.raw = tuple({raw for raw, _ in items})
         self.array = (_lib.LockKey * max(1, len(items)))()
         for slot, (raw, mode) in zip(self.array, items):
             slot.key, slot.len, slot.mode = raw, len(raw), mode
@@ -184,6 +189,9 @@ class Locks:
         if monitor is not None:
             opts.monitor = monitor.handle
         self._runtime, self._monitor = runtime, monitor  # both must outlive the manager
+        # With on_full="wait" a try at the cap is refused (and counted as a
+        # limit refusal) where the wait would wait for room: no fast path.
+        self._fast, self._inflight = opts.on_full == _FULL["reject"], _inflight.InFlight()
         handle = ctypes.c_void_p()
         check(lib.sluice_locks_new(ctypes.byref(handle), runtime.handle, ctypes.byref(opts)))
         self._h = handle.value
@@ -210,23 +218,37 @@ class Locks:
         (deadline), LimitError (max_keys live, on_full="reject"),
         ClosedError (manager or runtime closed), InvalidArgumentError (bad
         key: empty, too long, too many). Cancelling the awaiting task
-        cancels the wait; a grant that won the race is released."""
+        cancels the wait; a grant that won the race is released.
+
+        A key that is free is taken at once in this thread (a try that
+        cannot jump the queue), without the two thread hops of a wait on
+        sluice's loop; stats()["busy"] also counts the tries of acquires
+        that then had to wait."""
         req = _Request(keys, shared)
         ms = _args.timeout_ms(timeout)
         h = self.handle
-        uid, fut = _bridge.register(on_late=self._release_late)
-        op = ctypes.c_void_p()
-        if req.array is None:
-            rc = lib.sluice_locks_acquire(h, req.key, len(req.key), req.mode, ms, _bridge._acquire_cb,
-                                          uid, _bridge._free_cb, ctypes.byref(op))
-        else:
-            rc = lib.sluice_locks_acquire_many(h, req.array, req.n, ms, _bridge._acquire_cb, uid,
-                                               _bridge._free_cb, ctypes.byref(op))
-        if rc < 0:
-            err = make_error(rc)
-            _bridge.unregister(uid)
-            raise err
-        status, g = await _bridge.wait(uid, fut, op)
+        if self._fast and not self._runtime._closing:
+            g = self._inflight.attempt(req.raw, lambda: self._try(h, req))
+            if g is not None:
+                return Guard(self, g, keys, shared)
+        self._inflight.add(req.raw)
+        try:
+            uid, fut = _bridge.register(on_late=self._release_late)
+            op = ctypes.c_void_p()
+            if req.array is None:
+                rc = lib.sluice_locks_acquire(h, req.key, len(req.key), req.mode, ms,
+                                              _bridge._acquire_cb, uid, _bridge._free_cb,
+                                              ctypes.byref(op))
+            else:
+                rc = lib.sluice_locks_acquire_many(h, req.array, req.n, ms, _bridge._acquire_cb, uid,
+                                                   _bridge._free_cb, ctypes.byref(op))
+            if rc < 0:
+                err = make_error(rc)
+                _bridge.unregister(uid)
+                raise err
+            status, g = await _bridge.wait(uid, fut, op)
+        finally:
+            self._inflight.remove(req.raw)
         if status:
             raise make_error(status, f"lock {keys!r}: {lib.sluice_strerror(status).decode()}")
         return Guard(self, g, keys, shared)
@@ -243,15 +265,22 @@ class Locks:
         jumping the queue), else None. Never waits. Raises LimitError,
         InvalidArgumentError as acquire does."""
         req = _Request(keys, shared)
+        g = self._try(self.handle, req)
+        return None if g is None else Guard(self, g, keys, shared)
+
+    def _try(self, h, req):
+        """The grant if the key(s) can be had now, None if busy. Its errors
+        (a bad key, the live-key cap under on_full="reject") are those the
+        wait would report too, so a wait's fast path raises them as well."""
         g = ctypes.c_void_p()
         if req.array is None:
-            rc = lib.sluice_locks_try(self.handle, req.key, len(req.key), req.mode, ctypes.byref(g))
+            rc = lib.sluice_locks_try(h, req.key, len(req.key), req.mode, ctypes.byref(g))
         else:
-            rc = lib.sluice_locks_try_many(self.handle, req.array, req.n, ctypes.byref(g))
+            rc = lib.sluice_locks_try_many(h, req.array, req.n, ctypes.byref(g))
         if rc == _EAGAIN:
             return None
         check(rc)
-        return Guard(self, g.value, keys, shared)
+        return g.value
 
     def acquire_blocking(self, keys, *, shared=False, timeout=None):
         """The blocking form of acquire, for plain threads: returns the Guard
@@ -262,12 +291,16 @@ class Locks:
         req = _Request(keys, shared)
         ms = _args.timeout_ms(timeout)
         g = ctypes.c_void_p()
-        if req.array is None:
-            rc = lib.sluice_locks_lock(self.handle, req.key, len(req.key), req.mode, ms,
-                                       ctypes.byref(g))
-        else:
-            rc = lib.sluice_locks_lock_many(self.handle, req.array, req.n, ms, ctypes.byref(g))
-        check(rc)
+        self._inflight.add(req.raw)  # an asyncio fast path must not jump this wait
+        try:
+            if req.array is None:
+                rc = lib.sluice_locks_lock(self.handle, req.key, len(req.key), req.mode, ms,
+                                           ctypes.byref(g))
+            else:
+                rc = lib.sluice_locks_lock_many(self.handle, req.array, req.n, ms, ctypes.byref(g))
+            check(rc)
+        finally:
+            self._inflight.remove(req.raw)
         return Guard(self, g.value, keys, shared)
 
     # ---- memory and figures -------------------------------------------

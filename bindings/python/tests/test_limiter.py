@@ -222,6 +222,53 @@ def test_acquire_waits_for_the_clock(rt, clock):
     assert probe(rt) == (0, 0)
 
 
+def test_a_cost_that_passes_now_is_taken_without_the_loop(rt, clock):
+    lim = sluice.Limiter(rt, limit=100, window=1.0, clock=clock)
+
+    async def main():
+        before = rt.stats()["ops_started"]
+        for _ in range(100):
+            assert await lim.acquire("k")
+        assert rt.stats()["ops_started"] == before
+        assert lim.stats()["waits"] == 0 and lim.stats()["rejected"] == 0
+
+    run(main())
+    assert not lim.peek("k")
+    lim.close()
+
+
+def test_a_wait_on_its_way_to_the_loop_is_not_jumped(rt, clock):
+    """A must wait (its request is posted), the clock moves before the
+    request reaches the loop, then B asks: B must not take the unit in its
+    own thread ahead of A (acquire's fast path is a check, and the library
+    queues A on its key when A starts). Back to back in one asyncio
+    iteration, 100 times."""
+    lim = sluice.Limiter(rt, limit=1, window=1.0, clock=clock)
+
+    async def main():
+        for i in range(100):
+            order = []
+            key = f"k{i}"
+            assert lim.check(key)
+
+            async def waiter(name):
+                assert await lim.acquire(key)
+                order.append(name)
+
+            a = asyncio.ensure_future(waiter("A"))  # each step runs in this order,
+            asyncio.get_running_loop().call_soon(clock.advance, 1.0)  # after A has posted
+            b = asyncio.ensure_future(waiter("B"))
+            while lim.stats()["waiting"] < 1 or not order:  # A passed, B waits
+                await rt.sleep(0.0005)
+            clock.advance(1.0)
+            lim.wake()
+            await asyncio.gather(a, b)
+            assert order == ["A", "B"], f"round {i}"
+
+    run(main())
+    lim.close()
+
+
 def test_waiters_are_served_in_order_whatever_their_cost(rt, clock):
     lim = sluice.Limiter(rt, limit=3, window=1.0, clock=clock)
     order = []

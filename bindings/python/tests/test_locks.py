@@ -126,6 +126,41 @@ def test_waiters_are_served_first_come_first_served(rt, locks):
     assert order == list(range(20))
 
 
+def test_a_free_key_is_taken_without_the_loop(rt, locks):
+    async def main():
+        before = rt.stats()["ops_started"]
+        for _ in range(100):
+            async with locks.lock("free"):
+                pass
+        (await locks.acquire(["a", "b"])).release()
+        assert rt.stats()["ops_started"] == before  # no wait was started on sluice's loop
+
+    run(main())
+
+
+def test_a_wait_on_its_way_to_the_loop_is_not_jumped(rt, locks):
+    """A waits (its request is posted), the holder releases before the
+    request reaches the loop, then B asks: B must not take the now free key
+    in its own thread ahead of A. The three steps run back to back in one
+    asyncio iteration (call_soon order), 200 times."""
+    async def main():
+        for i in range(200):
+            order = []
+            holder = locks.try_acquire("k")
+
+            async def waiter(name):
+                async with locks.lock("k"):
+                    order.append(name)
+
+            a = asyncio.ensure_future(waiter("A"))  # each step runs in this order,
+            asyncio.get_running_loop().call_soon(holder.release)  # after A has posted
+            b = asyncio.ensure_future(waiter("B"))
+            await asyncio.gather(a, b)
+            assert order == ["A", "B"], f"round {i}"
+
+    run(main())
+
+
 def test_a_queued_writer_blocks_later_readers(rt, locks):
     async def main():
         reader = locks.try_acquire("cfg", shared=True)
