@@ -5,7 +5,6 @@ ctypes silently wraps an out-of-range int into the C type, so every number
 that goes into an options struct or a call is range-checked here first;
 the library then checks what the value means (and names the option)."""
 import asyncio
-import ctypes
 import logging
 import math
 from fractions import Fraction

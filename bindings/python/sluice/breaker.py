@@ -80,7 +80,7 @@ class Breaker:
         return self._h
 
     def allow(self):
-        """"May I call?" Returns a ticket for record() or release(), or
+        """Asks "may I call?": returns a ticket for record() or release(), or
         raises CircuitOpenError. Every ticket must be followed by exactly
         one record() or release(), or a half-open breaker waits for ever
         for the missing trial (call() does this for you)."""
@@ -93,7 +93,8 @@ class Breaker:
     def record(self, ticket, success, duration=0.0):
         """The call of `ticket` finished: `success` (bool) and how long it
         took in seconds. A ticket from an earlier state is ignored; ticket 0
-        counts in the current state."""
+        counts in the current state. Raises InvalidArgumentError (a ticket or
+        duration out of range) and ClosedError."""
         self._record(ticket, success, _args.seconds_to_ns(duration, "duration"))
 
     def _record(self, ticket, success, duration_ns):
@@ -116,8 +117,8 @@ class Breaker:
 
     @property
     def state(self):
-        """"closed", "open" or "half_open" (an open breaker whose wait is over
-        reads "open" until the next allow())."""
+        """The state: "closed", "open" or "half_open" (an open breaker whose
+        wait is over reads "open" until the next allow())."""
         return STATES[check(lib.sluice_breaker_state_get(self.handle))]
 
     def set_state(self, state):

@@ -140,7 +140,8 @@ class Limiter:
 
     def peek(self, key, cost=1):
         """What check would answer now, consuming nothing (a key not
-        tracked is answered as a fresh one)."""
+        tracked is answered as a fresh one, so never LimitError). Raises
+        InvalidArgumentError as check does."""
         raw = _args.key_bytes(key)
         r = _result()
         rc = lib.sluice_limiter_peek(self.handle, raw, len(raw),

@@ -250,7 +250,8 @@ class RetryPolicy:
         if done:
             return task.result()
         await _cancel(task)
-        raise make_error(-6, f"attempt {number} did not finish within attempt_timeout")
+        raise make_error(-6, f"attempt {number} did not finish by its deadline "
+                             "(attempt_timeout, or the run's own deadline)")
 
     def _stopped(self, status, last, attempts):
         what = _STOPS.get(status, lib.sluice_strerror(status).decode())

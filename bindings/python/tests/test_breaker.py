@@ -132,10 +132,10 @@ def test_call_with_a_custom_classification(clock):
 
 
 def test_half_open_trials_race_between_threads(clock):
-    """Two threads race for the trials of a half-open breaker, 100 times:
+    """Two threads race for the trials of a half-open breaker, 60 times:
     exactly half_open_trials are admitted each time."""
     b = small(clock, half_open_trials=5)
-    for _ in range(100):
+    for _ in range(60):
         b.set_state("half_open")
         admitted, start = [], threading.Barrier(2)
 
@@ -160,7 +160,8 @@ def test_bad_input_is_refused_with_clear_errors(clock):
     for kw, word in [({"window": "bucket"}, "window"), ({"minimum_calls": 20}, "minimum_calls"),
                      ({"failure_rate_percent": 150}, "failure_rate"), ({"open_duration": 0}, "open"),
                      ({"half_open_trials": -1}, "half_open_trials"),
-                     ({"failure_rate_percent": 0}, "never trip"), ({"on_state_change": 3}, "on_state_change")]:
+                     ({"failure_rate_percent": 0}, "never trip"),
+                     ({"on_state_change": 3}, "on_state_change")]:
         with pytest.raises(sluice.InvalidArgumentError, match=word):
             small(clock, **kw)
     b = small(clock)
