@@ -1,6 +1,7 @@
-"""sluice for Python: the runtime, the PostgreSQL pool and the monitor of
-libsluice, with asyncio awaitables (see README.md). Importing it loads the
-library and checks its major version (see _lib)."""
+"""sluice for Python: the runtime, keyed locks, rate limits, retry policies,
+the circuit breaker, the PostgreSQL pool and the monitor of libsluice, with
+asyncio awaitables (see README.md). Importing it loads the library and
+checks its major version (see _lib)."""
 from ._lib import ABI_MAJOR, lib
 from .errors import *  # noqa: F401,F403  (every error class)
 from .errors import SluiceError, PgError, AmbiguousError, CODES
@@ -8,6 +9,11 @@ from .op import Op
 from .runtime import Runtime
 from .pg import Pool, Connection, Record, create_pool
 from .monitor import Monitor
+from .locks import Locks, Guard, LockRequest
+from .limiter import Limiter, LimitResult, check_many
+from .breaker import Breaker
+from .retry import RetryPolicy, retry, retry_with_backoff, default_classify
+from ._args import ManualClock
 
 
 def version():

@@ -45,6 +45,11 @@ FREE_CB = ctypes.CFUNCTYPE(None, c_void_p)
 RESULT_CB = ctypes.CFUNCTYPE(None, c_void_p, c_int, c_void_p)
 ACQUIRE_CB = ctypes.CFUNCTYPE(None, c_void_p, c_int, c_void_p)
 NOTIFY_CB = ctypes.CFUNCTYPE(None, c_void_p, c_char_p, c_char_p, c_int)
+# sluice_clock_cb, sluice_locks_held_cb, sluice_breaker_state_cb: called
+# from whichever thread reads the clock or changes the state.
+CLOCK_CB = ctypes.CFUNCTYPE(c_u64, c_void_p)
+HELD_CB = ctypes.CFUNCTYPE(None, c_void_p, c_void_p, c_size, c_u64, c_u64)
+STATE_CB = ctypes.CFUNCTYPE(None, c_void_p, c_int, c_int, c_u64)
 
 
 class Buf(ctypes.Structure):
@@ -129,6 +134,81 @@ class Span(ctypes.Structure):
     _fields_ = [("monitor", c_void_p), ("id", c_u32), ("start_ns", c_u64)]
 
 
+class LocksOptions(ctypes.Structure):
+    _fields_ = [("version", c_uint), ("max_locks", c_u32), ("max_keys", c_u32), ("on_full", c_int),
+                ("cleanup_interval_ms", c_u32), ("hold_limit_ms", c_u32),
+                ("on_held_too_long", HELD_CB), ("held_user_data", c_void_p), ("monitor", c_void_p)]
+
+
+class LockKey(ctypes.Structure):
+    _fields_ = [("key", c_char_p), ("len", c_size), ("mode", c_int)]
+
+
+class LocksStats(ctypes.Structure):
+    _fields_ = [("size", c_size)] + [(n, c_u64) for n in (
+        "live_keys", "peak_live_keys", "cached_entries", "held", "waiters", "room_waiters",
+        "acquisitions", "contended", "timeouts", "cancellations", "wait_ns", "busy",
+        "limit_refusals", "held_too_long", "bad_releases", "trimmed")]
+
+
+class LimiterOptions(ctypes.Structure):
+    _fields_ = [("version", c_uint), ("algorithm", c_int), ("limit", c_u64), ("window_ns", c_u64),
+                ("burst", c_u64), ("max_keys", c_u64), ("on_full", c_int), ("clock", CLOCK_CB),
+                ("clock_user_data", c_void_p), ("monitor", c_void_p), ("name", c_char_p)]
+
+
+class LimiterResult(ctypes.Structure):
+    _fields_ = [("size", c_size), ("allowed", c_int), ("reason", c_int), ("limit", c_u64),
+                ("remaining", c_u64), ("retry_after_ns", c_u64), ("reset_after_ns", c_u64),
+                ("index", c_size)]
+
+
+class LimiterItem(ctypes.Structure):
+    _fields_ = [("limiter", c_void_p), ("key", c_char_p), ("len", c_size), ("cost", c_u64)]
+
+
+class LimiterStats(ctypes.Structure):
+    _fields_ = [("size", c_size), ("algorithm", c_int)] + [(n, c_u64) for n in (
+        "limit", "window_ns", "burst", "keys", "peak_keys", "allowed", "rejected", "full_refused",
+        "full_allowed", "waits", "waiting", "wait_timeouts", "wait_cancels", "reclaimed", "blocks",
+        "bytes")]
+
+
+class BreakerOptions(ctypes.Structure):
+    _fields_ = [("version", c_uint), ("window", c_int), ("window_calls", c_u32),
+                ("window_ms", c_i64), ("window_buckets", c_u32), ("minimum_calls", c_u32),
+                ("failure_rate_percent", ctypes.c_double), ("slow_call_ms", c_i64),
+                ("slow_rate_percent", ctypes.c_double), ("open_ms", c_i64),
+                ("half_open_trials", c_u32), ("clock", CLOCK_CB), ("clock_user_data", c_void_p),
+                ("on_state_change", STATE_CB), ("state_user_data", c_void_p)]
+
+
+class BreakerStats(ctypes.Structure):
+    _fields_ = ([("size", c_size), ("state", c_int)] +
+                [(n, c_u64) for n in ("generation", "successes", "failures", "slow", "refused",
+                                      "ignored", "released", "opened", "half_opened", "closed",
+                                      "window_calls", "window_failures", "window_slow")] +
+                [("trials_taken", c_u32), ("trials_reported", c_u32)])
+
+
+class RetryOptions(ctypes.Structure):
+    _fields_ = [("version", c_uint), ("max_attempts", c_u32), ("base_delay_ms", c_i64),
+                ("multiplier", ctypes.c_double), ("max_delay_ms", c_i64), ("jitter", c_int),
+                ("total_timeout_ms", c_i64), ("attempt_timeout_ms", c_i64),
+                ("budget_ratio", ctypes.c_double), ("budget_tokens", c_u32), ("seed", c_u64),
+                ("breaker", c_void_p), ("monitor", c_void_p), ("name", c_char_p),
+                ("on_retry", c_void_p), ("event_user_data", c_void_p), ("clock", CLOCK_CB),
+                ("clock_user_data", c_void_p)]
+
+
+class RetryStats(ctypes.Structure):
+    _fields_ = [("size", c_size)] + [(n, c_u64) for n in (
+        "runs", "in_flight", "attempts", "successes_first", "successes_after_retry",
+        "failures_first", "failures_after_retry", "budget_refusals", "breaker_refusals",
+        "deadline_stops", "attempt_timeouts", "cancelled", "late_reports")] + [
+        ("budget_balance", ctypes.c_double)]
+
+
 _P = ctypes.POINTER
 _PROTOTYPES = {
     # common.h
@@ -180,6 +260,7 @@ _PROTOTYPES = {
     "sluice_pg_result_column_type": (c_u32, [c_void_p, c_int]),
     "sluice_pg_result_value": (c_int, [c_void_p, c_int, c_int, _P(c_void_p), _P(c_size)]),
     "sluice_pg_result_retryable": (c_int, [c_void_p, c_int]),
+    "sluice_pg_retry_outcome": (c_int, [c_void_p, c_int]),
     "sluice_pg_result_free": (None, [c_void_p]),
     "sluice_pg_pool_stats_get": (c_int, [c_void_p, _P(PgPoolStats)]),
     "sluice_pg_listen": (c_int, [c_void_p, c_char_p, NOTIFY_CB, c_void_p, FREE_CB, _P(c_void_p)]),
@@ -197,6 +278,60 @@ _PROTOTYPES = {
     "sluice_monitor_process": (c_int, [c_void_p, _P(ProcessStats)]),
     "sluice_monitor_json": (c_int, [c_void_p, _P(Buf)]),
     "sluice_monitor_prometheus": (c_int, [c_void_p, _P(Buf)]),
+    # locks.h (a guard is an opaque handle value, kept as an integer)
+    "sluice_locks_options_init": (c_int, [_P(LocksOptions), c_uint]),
+    "sluice_locks_new": (c_int, [_P(c_void_p), c_void_p, _P(LocksOptions)]),
+    "sluice_locks_free": (None, [c_void_p]),
+    "sluice_locks_try": (c_int, [c_void_p, c_char_p, c_size, c_int, _P(c_void_p)]),
+    "sluice_locks_try_many": (c_int, [c_void_p, _P(LockKey), c_size, _P(c_void_p)]),
+    "sluice_locks_acquire": (c_int, [c_void_p, c_char_p, c_size, c_int, c_i64, ACQUIRE_CB, c_void_p,
+                                     FREE_CB, _P(c_void_p)]),
+    "sluice_locks_acquire_many": (c_int, [c_void_p, _P(LockKey), c_size, c_i64, ACQUIRE_CB, c_void_p,
+                                          FREE_CB, _P(c_void_p)]),
+    "sluice_locks_lock": (c_int, [c_void_p, c_char_p, c_size, c_int, c_i64, _P(c_void_p)]),
+    "sluice_locks_lock_many": (c_int, [c_void_p, _P(LockKey), c_size, c_i64, _P(c_void_p)]),
+    "sluice_locks_release": (c_int, [c_void_p, c_void_p]),
+    "sluice_locks_token": (c_int, [c_void_p, c_void_p, _P(c_u64)]),
+    "sluice_locks_trim": (c_int, [c_void_p]),
+    "sluice_locks_stats_get": (c_int, [c_void_p, _P(LocksStats)]),
+    # limiter.h
+    "sluice_limiter_options_init": (c_int, [_P(LimiterOptions), c_uint]),
+    "sluice_limiter_new": (c_int, [_P(c_void_p), c_void_p, _P(LimiterOptions)]),
+    "sluice_limiter_free": (None, [c_void_p]),
+    "sluice_limiter_check": (c_int, [c_void_p, c_char_p, c_size, c_u64, _P(LimiterResult)]),
+    "sluice_limiter_peek": (c_int, [c_void_p, c_char_p, c_size, c_u64, _P(LimiterResult)]),
+    "sluice_limiter_check_many": (c_int, [_P(LimiterItem), c_size, _P(LimiterResult)]),
+    "sluice_limiter_acquire": (c_int, [c_void_p, c_char_p, c_size, c_u64, c_i64, STATUS_CB,
+                                       c_void_p, FREE_CB, _P(c_void_p)]),
+    "sluice_limiter_wait": (c_int, [c_void_p, c_char_p, c_size, c_u64, c_i64]),
+    "sluice_limiter_wake": (c_int, [c_void_p]),
+    "sluice_limiter_set_limit": (c_int, [c_void_p, c_u64, c_u64, c_u64]),
+    "sluice_limiter_block": (c_int, [c_void_p, c_char_p, c_size, c_u64]),
+    "sluice_limiter_unblock": (c_int, [c_void_p, c_char_p, c_size]),
+    "sluice_limiter_sweep": (c_i64, [c_void_p]),
+    "sluice_limiter_stats_get": (c_int, [c_void_p, _P(LimiterStats)]),
+    # breaker.h
+    "sluice_breaker_options_init": (c_int, [_P(BreakerOptions), c_uint]),
+    "sluice_breaker_new": (c_int, [_P(c_void_p), c_void_p, _P(BreakerOptions)]),
+    "sluice_breaker_free": (None, [c_void_p]),
+    "sluice_breaker_allow": (c_int, [c_void_p, _P(c_u64)]),
+    "sluice_breaker_record": (c_int, [c_void_p, c_u64, c_int, c_u64]),
+    "sluice_breaker_release": (c_int, [c_void_p, c_u64]),
+    "sluice_breaker_state_get": (c_int, [c_void_p]),
+    "sluice_breaker_set_state": (c_int, [c_void_p, c_int]),
+    "sluice_breaker_stats_get": (c_int, [c_void_p, _P(BreakerStats)]),
+    # retry.h (sessions and the arithmetic; asyncio sleeps between attempts)
+    "sluice_retry_options_init": (c_int, [_P(RetryOptions), c_uint]),
+    "sluice_retry_new": (c_int, [_P(c_void_p), c_void_p, _P(RetryOptions)]),
+    "sluice_retry_free": (None, [c_void_p]),
+    "sluice_retry_session_new": (c_int, [c_void_p, c_u64, _P(c_void_p)]),
+    "sluice_retry_session_begin": (c_int, [c_void_p, _P(c_u64), _P(c_int)]),
+    "sluice_retry_session_end": (c_int, [c_void_p, c_int, c_int, c_u64, _P(c_u64), _P(c_int)]),
+    "sluice_retry_session_attempts": (c_u32, [c_void_p]),
+    "sluice_retry_session_free": (None, [c_void_p]),
+    "sluice_retry_next_delay": (c_int, [_P(RetryOptions), c_u32, c_u64, _P(c_u64), _P(c_u64)]),
+    "sluice_retry_seed": (c_u64, [c_u64, c_u64]),
+    "sluice_retry_stats_get": (c_int, [c_void_p, _P(RetryStats)]),
 }
 
 for _name, (_res, _args) in _PROTOTYPES.items():
@@ -208,6 +343,10 @@ RUNTIME_OPTIONS_VERSION = 1
 PG_POOL_OPTIONS_VERSION = 1
 PG_QUERY_OPTIONS_VERSION = 1
 MONITOR_OPTIONS_VERSION = 1
+LOCKS_OPTIONS_VERSION = 1
+LIMITER_OPTIONS_VERSION = 1
+BREAKER_OPTIONS_VERSION = 1
+RETRY_OPTIONS_VERSION = 1
 
 
 def take_buf(buf):

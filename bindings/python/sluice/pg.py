@@ -75,17 +75,20 @@ class Record(tuple):
         return "<Record " + " ".join(f"{k}={v!r}" for k, v in self.items()) + ">"
 
 
-def _raise_for(ptr, status):
+def _raise_for(ptr, status, idempotent):
     msg = (lib.sluice_pg_result_message(ptr) or b"").decode("utf-8", "replace")
     sent = bool(lib.sluice_pg_result_sent(ptr))
     if status == -22:
-        return PgError(status, msg,
-                       sqlstate=lib.sluice_pg_result_sqlstate(ptr).decode(),
-                       detail=lib.sluice_pg_result_detail(ptr).decode("utf-8", "replace"),
-                       hint=lib.sluice_pg_result_hint(ptr).decode("utf-8", "replace"), sent=sent)
-    err = error_class(status)(status, msg)
-    err.sent = sent
-    err.retryable = bool(lib.sluice_pg_result_retryable(ptr, 0))
+        err = PgError(status, msg,
+                      sqlstate=lib.sluice_pg_result_sqlstate(ptr).decode(),
+                      detail=lib.sluice_pg_result_detail(ptr).decode("utf-8", "replace"),
+                      hint=lib.sluice_pg_result_hint(ptr).decode("utf-8", "replace"), sent=sent)
+    else:
+        err = error_class(status)(status, msg)
+        err.sent = sent
+    # The library's classification, read while the result exists; retry
+    # policies use it by default (sluice.retry.default_classify).
+    err.retryable = lib.sluice_pg_retry_outcome(ptr, idempotent) == 1
     return err
 
 
@@ -128,7 +131,7 @@ async def _run(start, timeout, flags, sql, args):
         raise make_error(rc)
     status, ptr = await _bridge.wait(uid, fut, op)
     if status:
-        err = _raise_for(ptr, status)
+        err = _raise_for(ptr, status, 1 if flags & IDEMPOTENT else 0)
         lib.sluice_pg_result_free(ptr)
         raise err
     return ptr

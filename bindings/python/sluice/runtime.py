@@ -24,6 +24,7 @@ class Runtime:
 
     def __init__(self, *, lag_interval_ms=100, thread_name="sluice-loop"):
         self._h = None
+        self._closing = False  # read by waits that can be served without the loop
         opts = _lib.RuntimeOptions()
         check(lib.sluice_runtime_options_init(ctypes.byref(opts), _lib.RUNTIME_OPTIONS_VERSION))
         # ctypes would silently wrap an out-of-range value into uint32.
@@ -46,6 +47,8 @@ class Runtime:
         with ClosedError, the loop thread ends; returns when that is done.
         Idempotent. On sluice's loop thread it raises DeadlockError."""
         if self._h:
+            if not self.is_loop_thread():
+                self._closing = True
             check(lib.sluice_runtime_close(self._h))
 
     @property

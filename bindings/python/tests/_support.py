@@ -20,3 +20,12 @@ def probe(rt):
     rt.post(look)
     assert done.wait(GUARD), "hang guard"
     return seen[0]
+
+
+def run(coro):
+    """asyncio.run with a hang guard (never a timing claim)."""
+    import asyncio
+
+    async def guarded():
+        return await asyncio.wait_for(coro, GUARD)
+    return asyncio.run(guarded())

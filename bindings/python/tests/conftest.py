@@ -18,3 +18,14 @@ def dsn():
     if not value:
         pytest.fail("SLUICE_PG_CONNINFO is not set: run bindings/python/test.sh")
     return value
+
+
+@pytest.fixture
+def exactly_once():
+    """No callback runs twice and nothing is freed that was not registered."""
+    from sluice import _bridge
+    before = _bridge.counts()
+    yield
+    after = _bridge.counts()
+    assert after["duplicate_callbacks"] == before["duplicate_callbacks"]
+    assert after["unknown_frees"] == before["unknown_frees"]
