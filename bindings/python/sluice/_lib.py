@@ -180,7 +180,9 @@ class BreakerOptions(ctypes.Structure):
                 ("failure_rate_percent", ctypes.c_double), ("slow_call_ms", c_i64),
                 ("slow_rate_percent", ctypes.c_double), ("open_ms", c_i64),
                 ("half_open_trials", c_u32), ("clock", CLOCK_CB), ("clock_user_data", c_void_p),
-                ("on_state_change", STATE_CB), ("state_user_data", c_void_p)]
+                ("on_state_change", STATE_CB), ("state_user_data", c_void_p),
+                # version 2
+                ("monitor", c_void_p), ("name", c_char_p)]
 
 
 class BreakerStats(ctypes.Structure):
@@ -345,7 +347,7 @@ PG_QUERY_OPTIONS_VERSION = 1
 MONITOR_OPTIONS_VERSION = 1
 LOCKS_OPTIONS_VERSION = 1
 LIMITER_OPTIONS_VERSION = 1
-BREAKER_OPTIONS_VERSION = 1
+BREAKER_OPTIONS_VERSION = 2
 RETRY_OPTIONS_VERSION = 1
 
 

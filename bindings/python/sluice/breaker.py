@@ -34,12 +34,15 @@ class Breaker:
     clock: a callable returning monotonic ns (ManualClock for tests).
     on_state_change(old, new, generation), with state names, runs in the
     thread whose call changed the state; keep it short. Any thread may use
-    the breaker; it needs no runtime."""
+    the breaker; it needs no runtime.
+
+    monitor and name: records "<name>.rejected" (each refused call) and
+    "<name>.opened" (each trip); the monitor must outlive the breaker."""
 
     def __init__(self, *, window=None, window_calls=None, window_duration=None, window_buckets=None,
                  minimum_calls=None, failure_rate_percent=None, slow_call=None,
                  slow_rate_percent=None, open_duration=None, half_open_trials=None, clock=None,
-                 on_state_change=None):
+                 on_state_change=None, monitor=None, name=None):
         self._h = None
         opts = _lib.BreakerOptions()
         check(lib.sluice_breaker_options_init(ctypes.byref(opts), _lib.BREAKER_OPTIONS_VERSION))
@@ -49,11 +52,11 @@ class Breaker:
                              ("minimum_calls", minimum_calls), ("half_open_trials", half_open_trials)):
             if value is not None:
                 setattr(opts, field, _args.uint(value, field))
-        for field, name, value in (("window_ms", "window_duration", window_duration),
+        for field, arg, value in (("window_ms", "window_duration", window_duration),
                                    ("slow_call_ms", "slow_call", slow_call),
                                    ("open_ms", "open_duration", open_duration)):
             if value is not None:
-                setattr(opts, field, _args.seconds_to_ms(value, name))
+                setattr(opts, field, _args.seconds_to_ms(value, arg))
         if failure_rate_percent is not None:
             opts.failure_rate_percent = _args.number(failure_rate_percent, "failure_rate_percent")
         if slow_rate_percent is not None:
@@ -68,6 +71,12 @@ class Breaker:
                 raise make_error(-1, "on_state_change is not callable")
             self._state_cb = _lib.STATE_CB(_state_trampoline(on_state_change))
             opts.on_state_change = self._state_cb
+        if monitor is not None:
+            opts.monitor = monitor.handle
+        self._monitor = monitor  # must outlive the breaker
+        self._name = name.encode() if name is not None else None
+        if self._name is not None:
+            opts.name = self._name
         self._users = weakref.WeakSet()  # retry policies built on this breaker
         handle = ctypes.c_void_p()
         check(lib.sluice_breaker_new(ctypes.byref(handle), None, ctypes.byref(opts)))

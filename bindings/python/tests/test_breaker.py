@@ -178,3 +178,17 @@ def test_bad_input_is_refused_with_clear_errors(clock):
     b.close()
     with pytest.raises(sluice.ClosedError):
         b.allow()
+
+
+def test_a_monitor_sees_trips_and_refusals(clock):
+    mon = sluice.Monitor()
+    b = small(clock, monitor=mon, name="ai")
+    for _ in range(4):
+        b.record(b.allow(), False)
+    for _ in range(3):
+        with pytest.raises(sluice.CircuitOpenError):
+            b.allow()
+    counts = {s["name"]: s["count"] for s in mon.stats()}
+    assert counts["ai.opened"] == 1 and counts["ai.rejected"] == 3
+    b.close()
+    mon.close()
