@@ -2,6 +2,7 @@
 // a throwaway one and runs pgbench beside this in the same run).
 //
 //   bench_pg --mode=select   --inflight=4 --seconds=5 [--pool=N]   prepared point selects
+//   bench_pg --mode=select   --inflight=16 --queries=N             N of them, for callgrind
 //   bench_pg --mode=pipeline --batch=16 --batches=500                pipelined vs sequential
 //   bench_pg --mode=acquire  --iters=200000                          acquire+release, no query
 //   bench_pg --mode=overload --callers=8 --query-ms=50 --deadline-ms=500 --seconds=10 --pool=2
@@ -69,6 +70,7 @@ void pause_ms(uint64_t ms) {
 struct SelectRun {
   std::atomic<long> done{0}, errors{0};
   uint64_t until = 0;
+  long limit = 0, started = 0;  // --queries: a fixed count instead of a time (loop thread)
   int scale = 10;
   uint64_t rng = 88172645463325252ull;
 };
@@ -79,16 +81,38 @@ void select_done(void *ud, int status, sluice_pg_result *r) {
   auto *run = static_cast<SelectRun *>(ud);
   sluice_pg_result_free(r);
   (status == 0 ? run->done : run->errors).fetch_add(1, std::memory_order_relaxed);
-  if (sluice_now_ns() < run->until) select_next(run);
+  if (run->limit ? run->started < run->limit : sluice_now_ns() < run->until) select_next(run);
 }
 
 void select_next(SelectRun *run) {
+  run->started++;
   run->rng ^= run->rng << 13, run->rng ^= run->rng >> 7, run->rng ^= run->rng << 17;
   char aid[24];
   std::snprintf(aid, sizeof aid, "%llu", (unsigned long long)(run->rng % (100000ull * run->scale) + 1));
   const char *params[] = {aid};
   sluice_pg_pool_query(g_pool, "SELECT abalance FROM pgbench_accounts WHERE aid = $1", 1, params,
                        nullptr, nullptr, nullptr, select_done, run, nullptr, nullptr);
+}
+
+// Runs exactly `limit` queries `inflight` at a time and waits for them.
+void select_fixed(SelectRun *run, int inflight, long limit) {
+  run->done = 0, run->errors = 0, run->started = 0, run->limit = limit;
+  for (int i = 0; i < inflight && i < limit; i++)
+    sluice_runtime_post(g_rt, [](void *r, int) { select_next(static_cast<SelectRun *>(r)); }, run, nullptr);
+  while (run->done.load() + run->errors.load() < limit) pause_ms(20);
+}
+
+// A fixed number of queries after a fixed warm-up, so two runs that differ
+// only in --queries differ only in the queries (bench/callgrind_pg.sh).
+int select_count(SelectRun *run, int inflight, int pool, long queries) {
+  select_fixed(run, inflight, long(inflight) * 50);  // connections open, statements prepared
+  uint64_t t0 = sluice_now_ns();
+  select_fixed(run, inflight, queries);
+  double elapsed = double(sluice_now_ns() - t0) / 1e9;
+  std::printf("select inflight=%d pool=%d: %ld queries in %.2f s, %ld errors\n", inflight, pool,
+              queries, elapsed, run->errors.load());
+  free_pool(g_pool);
+  return 0;
 }
 
 int mode_select(int argc, char **argv) {
@@ -98,6 +122,8 @@ int mode_select(int argc, char **argv) {
   SelectRun run;
   run.scale = int(bench_opt(argc, argv, "scale", 10));
   g_pool = make_pool(uint32_t(pool), 1);
+  long queries = long(bench_opt(argc, argv, "queries", 0));
+  if (queries > 0) return select_count(&run, inflight, pool, queries);
   // Warm up: connections open, statements prepared.
   run.until = sluice_now_ns() + 500000000ull;
   for (int i = 0; i < inflight; i++) sluice_runtime_post(g_rt, [](void *r, int) { select_next(static_cast<SelectRun *>(r)); }, &run, nullptr);
