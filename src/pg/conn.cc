@@ -278,6 +278,30 @@ void Conn::on_io(int status, int ev) {
   if (state != CLOSED) update_poll();
 }
 
+static size_t hint_slot(const void *origin) {
+  return size_t((uintptr_t(origin) * 0x9E3779B97F4A7C15ull) >> 61);  // 8 slots
+}
+
+const char *Conn::prepared_name(const Statement &s) {
+  Hint &h = hints[hint_slot(s.origin())];
+  // The caller may have reused its buffer for other SQL: the bytes decide.
+  if (h.origin == s.origin() && h.entry && h.entry->first == s.sql()) return h.entry->second.c_str();
+  auto it = statements.find(s.sql());
+  if (it == statements.end()) return nullptr;
+  h = {s.origin(), &*it};
+  return it->second.c_str();
+}
+
+void Conn::forget_statements() {
+  statements.clear();
+  for (Hint &h : hints) h = {};
+}
+
+void Conn::forget_statement(const std::string &sql) {
+  statements.erase(sql);
+  for (Hint &h : hints) h = {};
+}
+
 bool Conn::run(Work *w, uint64_t now) {
   work = w;
   w->sent = false;
@@ -291,18 +315,13 @@ bool Conn::run(Work *w, uint64_t now) {
     param_values.resize(size_t(s.nparams()));
     s.values(param_values.data());
     const char *name = nullptr;
-    if (cache) {
-      auto it = statements.find(s.sql());
-      if (it != statements.end()) {
-        name = it->second.c_str();
-      } else if (statements.size() < pool->opts.statement_cache) {
-        std::string n = "sluice_" + std::to_string(++next_statement);
-        ok = PQsendPrepare(pg, n.c_str(), s.sql_cstr(), s.nparams(), nullptr);
-        if (!ok) break;
-        auto added = statements.emplace(std::string(s.sql()), std::move(n)).first;
-        name = added->second.c_str();
-        cmds.push_back({Cmd::PREPARE, i, added->first});
-      }
+    if (cache && !(name = prepared_name(s)) && statements.size() < pool->opts.statement_cache) {
+      std::string n = "sluice_" + std::to_string(++next_statement);
+      ok = PQsendPrepare(pg, n.c_str(), s.sql_cstr(), s.nparams(), nullptr);
+      if (!ok) break;
+      auto added = statements.emplace(std::string(s.sql()), std::move(n)).first;
+      name = added->second.c_str();
+      cmds.push_back({Cmd::PREPARE, i, added->first});
     }
     ok = name ? PQsendQueryPrepared(pg, name, s.nparams(), param_values.data(), s.lengths(),
                                     s.formats(), result_format)
@@ -316,7 +335,7 @@ bool Conn::run(Work *w, uint64_t now) {
     // 8 KiB), so a failure while queueing the first one sent nothing.
     if (cmds.empty()) {
       work = nullptr;
-      statements.clear();
+      forget_statements();
       doomed = true;
       doom_reason = SLUICE_PG_EVICT_BROKEN;
       return false;
@@ -361,7 +380,7 @@ void Conn::process_results() {
       if (PQresultStatus(r) == PGRES_COMMAND_OK) {
         PQclear(r);
       } else {
-        statements.erase(c.sql);
+        forget_statement(c.sql);
         delete slot;
         slot = make_server_result(r);
       }
@@ -392,7 +411,7 @@ void Conn::finish_work() {
         doomed = true;
         doom_reason = SLUICE_PG_EVICT_READ_ONLY;
       } else if (r->sqlstate == "26000") {
-        statements.clear();  // someone deallocated our prepared statements
+        forget_statements();  // someone deallocated our prepared statements
       }
     }
   }

@@ -155,6 +155,18 @@ struct Conn : mem::Allocated {
   };
   std::unordered_map<std::string, std::string, SqlHash, std::equal_to<>> statements;  // sql -> name
   uint32_t next_statement = 0;
+  // Recent cache entries by the caller's SQL pointer, so a repeated query
+  // costs a comparison of its bytes instead of a hash. Entries are map
+  // nodes (stable until erased): any erase clears the hints.
+  struct Hint {
+    const void *origin = nullptr;
+    const std::pair<const std::string, std::string> *entry = nullptr;
+  };
+  Hint hints[8];
+  // The name of `s`'s prepared statement on this connection, or nullptr.
+  const char *prepared_name(const Statement &s);
+  void forget_statements();                     // all of them
+  void forget_statement(const std::string &sql);  // one whose PREPARE failed
 
   explicit Conn(Pool *p) : pool(p) {}
   bool busy() const { return work != nullptr; }

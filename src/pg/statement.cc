@@ -17,6 +17,7 @@ void Statement::clear() {
   data_ = inline_;
   cap_ = kInline;
   size_ = 1;
+  origin_ = nullptr;
   sql_len_ = 0;
   nparams_ = 0;
   inline_[0] = '\0';
@@ -36,6 +37,7 @@ Statement &Statement::operator=(Statement &&o) noexcept {
     o.cap_ = kInline;
   }
   size_ = o.size_;
+  origin_ = o.origin_;
   sql_len_ = o.sql_len_;
   nparams_ = o.nparams_;
   o.clear();
@@ -99,6 +101,7 @@ int Statement::assign(const char *sql, int nparams, const char *const *values, c
     len[i] = int(n);
   }
   size_ = uint32_t(p - data_);
+  origin_ = sql;
   sql_len_ = uint32_t(sql_len);
   nparams_ = nparams;
   return 0;

@@ -29,6 +29,9 @@ class Statement {
              const int *formats);
 
   std::string_view sql() const { return {sql_cstr(), sql_len_}; }
+  // The caller's SQL pointer: never read, only a hint for the statement
+  // cache (a caller usually passes the same literal for the same SQL).
+  const void *origin() const { return origin_; }
   const char *sql_cstr() const { return data_ + sql_offset(); }  // NUL-terminated
   int nparams() const { return nparams_; }
   // libpq's arrays: lengths (0 for NULL and for text values, which libpq
@@ -41,7 +44,7 @@ class Statement {
  private:
   // Sized so the whole object is 256 bytes: a statement of about 150
   // characters with a few short parameters fits.
-  static constexpr uint32_t kInline = 256 - 24;
+  static constexpr uint32_t kInline = 256 - 32;
   size_t sql_offset() const { return size_t(nparams_) * (2 * sizeof(int) + 1); }
   const unsigned char *nulls() const {
     return reinterpret_cast<const unsigned char *>(formats() + nparams_);
@@ -51,6 +54,7 @@ class Statement {
   // Layout: int lengths[n], int formats[n], uint8 is_null[n], the SQL and
   // its NUL, then each non-NULL value followed by a NUL.
   char *data_ = inline_;
+  const void *origin_ = nullptr;
   uint32_t cap_ = kInline;  // of data_; a block from the arena when above kInline
   uint32_t size_ = 1;       // bytes used (an empty statement is its NUL)
   uint32_t sql_len_ = 0;
