@@ -18,7 +18,8 @@ namespace {
 constexpr uint64_t kNs = 1000000;
 
 int resolve_query_options(const sluice_pg_query_options *in, sluice_pg_query_options *out) {
-  sluice_pg_query_options_init(out, SLUICE_PG_QUERY_OPTIONS_VERSION);
+  static const sluice_pg_query_options kDefaults = SLUICE_PG_QUERY_OPTIONS_INIT;
+  *out = kDefaults;
   if (!in) return 0;
   if (int rc = check_version("sluice_pg_query_options", in->version, SLUICE_PG_QUERY_OPTIONS_VERSION))
     return rc;
