@@ -2,6 +2,8 @@
 // a throwaway one and runs pgbench beside this in the same run).
 //
 //   bench_pg --mode=select   --inflight=4 --seconds=5 [--pool=N]   prepared point selects
+//   bench_pg --mode=select   --inflight=16 --queries=N             N of them, for callgrind
+//   bench_pg --mode=select   --inflight=16 --loops=2               over 2 runtimes, a pool each
 //   bench_pg --mode=pipeline --batch=16 --batches=500                pipelined vs sequential
 //   bench_pg --mode=acquire  --iters=200000                          acquire+release, no query
 //   bench_pg --mode=overload --callers=8 --query-ms=50 --deadline-ms=500 --seconds=10 --pool=2
@@ -12,6 +14,7 @@
 #include <sluice/pg.h>
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <cstring>
@@ -32,7 +35,7 @@ double cpu_seconds() {
          double(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
 }
 
-sluice_pg_pool *make_pool(uint32_t size, int admission) {
+sluice_pg_pool *make_pool(uint32_t size, int admission, sluice_runtime *rt = nullptr) {
   sluice_pg_pool_options o = SLUICE_PG_POOL_OPTIONS_INIT;
   o.conninfo = std::getenv("SLUICE_PG_CONNINFO");
   o.min_size = size;
@@ -40,7 +43,7 @@ sluice_pg_pool *make_pool(uint32_t size, int admission) {
   o.admission_check = admission;
   o.max_waiters = 100000;
   sluice_pg_pool *p = nullptr;
-  if (!o.conninfo || sluice_pg_pool_new(&p, g_rt, &o) != 0) {
+  if (!o.conninfo || sluice_pg_pool_new(&p, rt ? rt : g_rt, &o) != 0) {
     std::fprintf(stderr, "pool: %s (is SLUICE_PG_CONNINFO set?)\n", sluice_error_message());
     std::exit(1);
   }
@@ -66,9 +69,13 @@ void pause_ms(uint64_t ms) {
 
 // ---- select: N independent loops of one prepared point select ----------
 
+// The queries of one runtime (loop thread) and its pool.
 struct SelectRun {
+  sluice_runtime *rt = nullptr;
+  sluice_pg_pool *pool = nullptr;
   std::atomic<long> done{0}, errors{0};
-  uint64_t until = 0;
+  std::atomic<uint64_t> until{0};
+  long limit = 0, started = 0;  // --queries: a fixed count instead of a time (loop thread)
   int scale = 10;
   uint64_t rng = 88172645463325252ull;
 };
@@ -79,41 +86,88 @@ void select_done(void *ud, int status, sluice_pg_result *r) {
   auto *run = static_cast<SelectRun *>(ud);
   sluice_pg_result_free(r);
   (status == 0 ? run->done : run->errors).fetch_add(1, std::memory_order_relaxed);
-  if (sluice_now_ns() < run->until) select_next(run);
+  if (run->limit ? run->started < run->limit : sluice_now_ns() < run->until.load()) select_next(run);
 }
 
 void select_next(SelectRun *run) {
+  run->started++;
   run->rng ^= run->rng << 13, run->rng ^= run->rng >> 7, run->rng ^= run->rng << 17;
   char aid[24];
   std::snprintf(aid, sizeof aid, "%llu", (unsigned long long)(run->rng % (100000ull * run->scale) + 1));
   const char *params[] = {aid};
-  sluice_pg_pool_query(g_pool, "SELECT abalance FROM pgbench_accounts WHERE aid = $1", 1, params,
+  sluice_pg_pool_query(run->pool, "SELECT abalance FROM pgbench_accounts WHERE aid = $1", 1, params,
                        nullptr, nullptr, nullptr, select_done, run, nullptr, nullptr);
+}
+
+void start_selects(SelectRun *run, int n) {
+  for (int i = 0; i < n; i++)
+    sluice_runtime_post(run->rt, [](void *r, int) { select_next(static_cast<SelectRun *>(r)); }, run, nullptr);
+}
+
+// Runs exactly `limit` queries `inflight` at a time and waits for them.
+void select_fixed(SelectRun *run, int inflight, long limit) {
+  run->done = 0, run->errors = 0, run->started = 0, run->limit = limit;
+  start_selects(run, int(std::min<long>(inflight, limit)));
+  while (run->done.load() + run->errors.load() < limit) pause_ms(20);
+}
+
+// A fixed number of queries after a fixed warm-up, so two runs that differ
+// only in --queries differ only in the queries (bench/callgrind_pg.sh).
+int select_count(SelectRun *run, int inflight, int pool, long queries) {
+  select_fixed(run, inflight, long(inflight) * 50);  // connections open, statements prepared
+  uint64_t t0 = sluice_now_ns();
+  select_fixed(run, inflight, queries);
+  double elapsed = double(sluice_now_ns() - t0) / 1e9;
+  std::printf("select inflight=%d pool=%d: %ld queries in %.2f s, %ld errors\n", inflight, pool,
+              queries, elapsed, run->errors.load());
+  free_pool(run->pool);
+  return 0;
 }
 
 int mode_select(int argc, char **argv) {
   int inflight = int(bench_opt(argc, argv, "inflight", 4));
   double seconds = bench_opt(argc, argv, "seconds", 5);
   int pool = int(bench_opt(argc, argv, "pool", inflight));
-  SelectRun run;
-  run.scale = int(bench_opt(argc, argv, "scale", 10));
-  g_pool = make_pool(uint32_t(pool), 1);
+  // --loops=N: the queries and connections split over N runtimes, each
+  // with its own loop thread and pool (what pgbench -j N does with threads).
+  int loops = std::max(1, int(bench_opt(argc, argv, "loops", 1)));
+  std::vector<SelectRun> runs(static_cast<size_t>(loops));
+  for (int i = 0; i < loops; i++) {
+    SelectRun &run = runs[size_t(i)];
+    run.scale = int(bench_opt(argc, argv, "scale", 10));
+    run.rng += uint64_t(i) * 0x9E3779B97F4A7C15ull;
+    if (i == 0) run.rt = g_rt;
+    else if (sluice_runtime_new(&run.rt, nullptr) != 0) return 1;
+    run.pool = make_pool(uint32_t(pool / loops + (i < pool % loops)), 1, run.rt);
+  }
+  auto share = [&](int i) { return inflight / loops + (i < inflight % loops); };
+  long queries = long(bench_opt(argc, argv, "queries", 0));
+  if (queries > 0 && loops == 1) return select_count(&runs[0], inflight, pool, queries);
   // Warm up: connections open, statements prepared.
-  run.until = sluice_now_ns() + 500000000ull;
-  for (int i = 0; i < inflight; i++) sluice_runtime_post(g_rt, [](void *r, int) { select_next(static_cast<SelectRun *>(r)); }, &run, nullptr);
+  for (int i = 0; i < loops; i++) {
+    runs[size_t(i)].until = sluice_now_ns() + 500000000ull;
+    start_selects(&runs[size_t(i)], share(i));
+  }
   pause_ms(700);
-  run.done = 0, run.errors = 0;
+  for (auto &run : runs) run.done = 0, run.errors = 0;
   double cpu0 = cpu_seconds();
   uint64_t t0 = sluice_now_ns();
-  run.until = t0 + uint64_t(seconds * 1e9);
-  for (int i = 0; i < inflight; i++) sluice_runtime_post(g_rt, [](void *r, int) { select_next(static_cast<SelectRun *>(r)); }, &run, nullptr);
+  for (int i = 0; i < loops; i++) {
+    runs[size_t(i)].until = t0 + uint64_t(seconds * 1e9);
+    start_selects(&runs[size_t(i)], share(i));
+  }
   pause_ms(uint64_t(seconds * 1000) + 200);
   double elapsed = double(sluice_now_ns() - t0) / 1e9;
   double cpu = cpu_seconds() - cpu0;
-  long n = run.done.load();
-  std::printf("select inflight=%d pool=%d: %.0f queries/s, %ld errors, client CPU %.1f us/query\n",
-              inflight, pool, double(n) / elapsed, run.errors.load(), n ? cpu * 1e6 / double(n) : 0.0);
-  free_pool(g_pool);
+  long n = 0, errors = 0;
+  for (auto &run : runs) n += run.done.load(), errors += run.errors.load();
+  std::printf("select inflight=%d pool=%d: %.0f queries/s, %ld errors, client CPU %.1f us/query%s\n",
+              inflight, pool, double(n) / elapsed, errors, n ? cpu * 1e6 / double(n) : 0.0,
+              loops > 1 ? (", " + std::to_string(loops) + " loop threads").c_str() : "");
+  for (int i = 0; i < loops; i++) {
+    free_pool(runs[size_t(i)].pool);
+    if (i > 0) sluice_runtime_free(runs[size_t(i)].rt);
+  }
   return 0;
 }
 

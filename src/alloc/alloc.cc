@@ -45,6 +45,18 @@ const Jemalloc &jemalloc() {
   return j;
 }
 
+// The MALLOCX_* flag encodings of jemalloc.h, which is not included so the
+// build does not depend on it.
+constexpr int arena_flag(unsigned a) { return int((a + 1) << 20); }
+constexpr int tcache_flag(unsigned t) { return int((t + 2) << 8); }
+constexpr int kTcacheNone = int((unsigned(-1) + 2) << 8);
+
+// This thread's mallocx flags, 0 until its first allocation. Trivially
+// initialised, so reading it is one TLS load with no guard: it is read on
+// every allocation and every free. General-dynamic TLS on purpose: static
+// TLS is scarce (see above).
+thread_local int t_flags = 0;
+
 // jemalloc's automatic thread cache mixes arenas, so each thread that
 // allocates gets an explicit cache bound to our flags, destroyed with it.
 struct ThreadCache {
@@ -55,20 +67,23 @@ struct ThreadCache {
     ok = jemalloc().mallctl("tcache.create", &id, &sz, nullptr, 0) == 0;
   }
   ~ThreadCache() {
+    // Frees that come later in this thread's exit (other thread_local
+    // destructors) go straight to the arena.
+    t_flags = arena_flag(jemalloc().arena) | kTcacheNone;
     if (ok) jemalloc().mallctl("tcache.destroy", nullptr, nullptr, &id, sizeof id);
   }
 };
 
-// The MALLOCX_* flag encodings of jemalloc.h, which is not included so the
-// build does not depend on it.
-constexpr int arena_flag(unsigned a) { return int((a + 1) << 20); }
-constexpr int tcache_flag(unsigned t) { return int((t + 2) << 8); }
-constexpr int kTcacheNone = int((unsigned(-1) + 2) << 8);
-
-int flags() {
-  // General-dynamic TLS on purpose: static TLS is scarce (see above).
+__attribute__((noinline)) int first_flags() {
   static thread_local ThreadCache cache;
-  return arena_flag(jemalloc().arena) | (cache.ok ? tcache_flag(cache.id) : kTcacheNone);
+  t_flags = arena_flag(jemalloc().arena) | (cache.ok ? tcache_flag(cache.id) : kTcacheNone);
+  return t_flags;
+}
+
+// Never 0 once set: the arena flag is at least 1 << 20.
+inline int flags() {
+  int f = t_flags;
+  return __builtin_expect(f != 0, 1) ? f : first_flags();
 }
 
 uint64_t arena_stat(const char *leaf) {

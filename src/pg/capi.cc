@@ -18,7 +18,8 @@ namespace {
 constexpr uint64_t kNs = 1000000;
 
 int resolve_query_options(const sluice_pg_query_options *in, sluice_pg_query_options *out) {
-  sluice_pg_query_options_init(out, SLUICE_PG_QUERY_OPTIONS_VERSION);
+  static const sluice_pg_query_options kDefaults = SLUICE_PG_QUERY_OPTIONS_INIT;
+  *out = kDefaults;
   if (!in) return 0;
   if (int rc = check_version("sluice_pg_query_options", in->version, SLUICE_PG_QUERY_OPTIONS_VERSION))
     return rc;
@@ -53,18 +54,22 @@ int start_query(Op *op, sluice_pg_batch *batch, const char *sql, int nparams,
                 const sluice_pg_query_options &qo, sluice_pg_result_cb rcb, sluice_op **op_out) {
   if (batch) {
     op->out.batch = batch;
-    op->work.stmts = &batch->stmts;
+    op->work.stmts = batch->stmts.data();
+    op->work.nstmts = batch->stmts.size();
   } else {
-    op->own.emplace_back();
-    if (int rc = copy_statement(&op->own.back(), sql, nparams, values, lengths, formats)) {
+    if (int rc = op->own.assign(sql, nparams, values, lengths, formats)) {
       delete op;
       return rc;
     }
     op->out.result_cb = rcb;
     op->work.stmts = &op->own;
+    op->work.nstmts = 1;
   }
   op->work.flags = qo.flags;
-  uint64_t deadline = sluice_now_ns() + uint64_t(qo.timeout_ms) * kNs;
+  // One clock read serves the deadline and the op's start time.
+  uint64_t now = now_ns();
+  uint64_t deadline = now + uint64_t(qo.timeout_ms) * kNs;
+  op->created_ns = now;
   if constexpr (std::is_same_v<Op, PoolQuery>) op->deadline = deadline;
   if (batch && batch->running.exchange(true)) {
     delete op;
@@ -169,7 +174,8 @@ int sluice_pg_pool_acquire(sluice_pg_pool *pool, int64_t timeout_ms, sluice_pg_a
   Pool *p = unwrap(pool);
   return guarded([&] {
     auto *op = new AcquireOp(p->rt, p, cb, user_data, free_user_data);
-    op->deadline = sluice_now_ns() + uint64_t(timeout_ms) * kNs;
+    op->created_ns = now_ns();
+    op->deadline = op->created_ns + uint64_t(timeout_ms) * kNs;
     return start_op(op, op_out, op->deadline);
   });
 }
@@ -247,9 +253,11 @@ int sluice_pg_batch_add(sluice_pg_batch *b, const char *sql, int nparams, const 
   if (b->running.load(std::memory_order_acquire))
     return fail(SLUICE_ESTATE, "sluice_pg_batch_add: the batch is running");
   return guarded([&] {
-    Statement st;
-    if (int rc = copy_statement(&st, sql, nparams, values, lengths, formats)) return rc;
-    b->stmts.push_back(std::move(st));
+    b->stmts.emplace_back();
+    if (int rc = b->stmts.back().assign(sql, nparams, values, lengths, formats)) {
+      b->stmts.pop_back();
+      return rc;
+    }
     return 0;
   });
 }

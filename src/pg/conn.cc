@@ -152,7 +152,7 @@ void Pool::open_connection(Conn *c) {
           c->pool->on_connect_failed(c, "connection attempt timed out");
       },
       opts.connect_timeout_ms, 0);
-  fig.connect_attempts.fetch_add(1, std::memory_order_relaxed);
+  bump(fig.connect_attempts);
   // Host names are resolved on libuv's resolver threads, never on the loop
   // (libpq would block in getaddrinfo).
   c->resolved.assign(hosts.size(), std::string());
@@ -210,14 +210,14 @@ void Pool::on_connected(Conn *c) {
   c->update_poll();
   if (c->listener) {  // not one of the pool's: not counted, not lent
     uv_timer_stop(&c->timer);
-    c->state = Conn::LENT;
+    set_state(c, Conn::LENT);
     listener_maintain();
     return;
   }
   connecting--;
   failures = 0;
   next_connect_ns = 0;
-  fig.connects.fetch_add(1, std::memory_order_relaxed);
+  bump(fig.connects);
   observe(CONNECT, c->created_ns, 0);
   if (down) {
     down = false;
@@ -278,39 +278,56 @@ void Conn::on_io(int status, int ev) {
   if (state != CLOSED) update_poll();
 }
 
-bool Conn::run(Work *w) {
+static size_t hint_slot(const void *origin) {
+  return size_t((uintptr_t(origin) * 0x9E3779B97F4A7C15ull) >> 61);  // 8 slots
+}
+
+const char *Conn::prepared_name(const Statement &s) {
+  Hint &h = hints[hint_slot(s.origin())];
+  // The caller may have reused its buffer for other SQL: the bytes decide.
+  if (h.origin == s.origin() && h.entry && h.entry->first == s.sql()) return h.entry->second.c_str();
+  auto it = statements.find(s.sql());
+  if (it == statements.end()) return nullptr;
+  h = {s.origin(), &*it};
+  return it->second.c_str();
+}
+
+void Conn::forget_statements() {
+  statements.clear();
+  for (Hint &h : hints) h = {};
+}
+
+void Conn::forget_statement(const std::string &sql) {
+  statements.erase(sql);
+  for (Hint &h : hints) h = {};
+}
+
+bool Conn::run(Work *w, uint64_t now) {
   work = w;
   w->sent = false;
-  w->clear_results();
-  w->results.assign(w->stmts->size(), nullptr);
+  w->results.reset(w->nstmts);
   cmds.clear();
   int result_format = (w->flags & SLUICE_PG_BINARY_RESULT) ? 1 : 0;
   bool cache = pool->opts.statement_cache > 0 && !(w->flags & SLUICE_PG_NO_PREPARE) && !listener;
-  std::vector<const char *> values;
   bool ok = true;
-  for (size_t i = 0; ok && i < w->stmts->size(); i++) {
-    const Statement &s = (*w->stmts)[i];
-    values.assign(size_t(s.nparams), nullptr);
-    for (int j = 0; j < s.nparams; j++)
-      if (!s.is_null[size_t(j)]) values[size_t(j)] = s.values[size_t(j)].data();
+  for (size_t i = 0; ok && i < w->nstmts; i++) {
+    const Statement &s = w->stmts[i];
+    param_values.resize(size_t(s.nparams()));
+    s.values(param_values.data());
     const char *name = nullptr;
-    if (cache) {
-      auto it = statements.find(s.sql);
-      if (it != statements.end()) {
-        name = it->second.c_str();
-      } else if (statements.size() < pool->opts.statement_cache) {
-        std::string n = "sluice_" + std::to_string(++next_statement);
-        ok = PQsendPrepare(pg, n.c_str(), s.sql.c_str(), s.nparams, nullptr);
-        if (!ok) break;
-        name = statements.emplace(s.sql, n).first->second.c_str();
-        cmds.push_back({Cmd::PREPARE, i, false, n});
-      }
+    if (cache && !(name = prepared_name(s)) && statements.size() < pool->opts.statement_cache) {
+      std::string n = "sluice_" + std::to_string(++next_statement);
+      ok = PQsendPrepare(pg, n.c_str(), s.sql_cstr(), s.nparams(), nullptr);
+      if (!ok) break;
+      auto added = statements.emplace(std::string(s.sql()), std::move(n)).first;
+      name = added->second.c_str();
+      cmds.push_back({Cmd::PREPARE, i, added->first});
     }
-    ok = name ? PQsendQueryPrepared(pg, name, s.nparams, values.data(), s.lengths.data(),
-                                    s.formats.data(), result_format)
-              : PQsendQueryParams(pg, s.sql.c_str(), s.nparams, nullptr, values.data(),
-                                  s.lengths.data(), s.formats.data(), result_format);
-    if (ok) cmds.push_back({Cmd::EXEC, i, false, {}});
+    ok = name ? PQsendQueryPrepared(pg, name, s.nparams(), param_values.data(), s.lengths(),
+                                    s.formats(), result_format)
+              : PQsendQueryParams(pg, s.sql_cstr(), s.nparams(), nullptr, param_values.data(),
+                                  s.lengths(), s.formats(), result_format);
+    if (ok) cmds.push_back({Cmd::EXEC, i, {}});
   }
   if (ok) ok = PQpipelineSync(pg);
   if (!ok) {
@@ -318,7 +335,7 @@ bool Conn::run(Work *w) {
     // 8 KiB), so a failure while queueing the first one sent nothing.
     if (cmds.empty()) {
       work = nullptr;
-      statements.clear();
+      forget_statements();
       doomed = true;
       doom_reason = SLUICE_PG_EVICT_BROKEN;
       return false;
@@ -327,9 +344,9 @@ bool Conn::run(Work *w) {
     broken(PQerrorMessage(pg));
     return true;
   }
-  cmds.push_back({Cmd::SYNC, 0, false, {}});
+  cmds.push_back({Cmd::SYNC, 0, {}});
   w->sent = true;
-  sent_ns = now_ns();
+  sent_ns = now ? now : now_ns();
   int r = PQflush(pg);
   if (r < 0) {
     broken(PQerrorMessage(pg));
@@ -358,13 +375,12 @@ void Conn::process_results() {
       cmds.pop_front();
       continue;
     }
-    c.got = true;
     sluice_pg_result *&slot = work->results[c.index];
     if (c.kind == Cmd::PREPARE) {
       if (PQresultStatus(r) == PGRES_COMMAND_OK) {
         PQclear(r);
       } else {
-        if (work->stmts) statements.erase((*work->stmts)[c.index].sql);
+        forget_statement(c.sql);
         delete slot;
         slot = make_server_result(r);
       }
@@ -380,7 +396,8 @@ void Conn::finish_work() {
   Work *w = work;
   work = nullptr;
   cmds.clear();
-  pool->fig.query_ns.fetch_add(now_ns() - sent_ns, std::memory_order_relaxed);
+  done_ns = now_ns();
+  bump(pool->fig.query_ns, done_ns - sent_ns);
   int status = 0;
   for (auto &r : w->results) {
     if (!r) r = make_error_result(SLUICE_EINTERNAL, true, "no result received");
@@ -394,7 +411,7 @@ void Conn::finish_work() {
         doomed = true;
         doom_reason = SLUICE_PG_EVICT_READ_ONLY;
       } else if (r->sqlstate == "26000") {
-        statements.clear();  // someone deallocated our prepared statements
+        forget_statements();  // someone deallocated our prepared statements
       }
     }
   }
@@ -406,6 +423,7 @@ void Conn::broken(const std::string &why, sluice_pg_evict_reason reason) {
   Work *w = work;
   work = nullptr;
   cmds.clear();
+  done_ns = now_ns();
   // An internal work is owned by the connection, which closing releases.
   std::unique_ptr<Work> keep;
   if (internal && w == internal.get()) keep = std::move(internal);
@@ -417,7 +435,7 @@ void Conn::broken(const std::string &why, sluice_pg_evict_reason reason) {
                                : "connection lost before anything was sent: ") + why;
     for (auto &r : w->results) {
       if (r) continue;
-      r = make_error_result(status, w->sent, msg);
+      r = make_error_result(status, w->sent, msg.c_str());
     }
     w->finished(status);
   }
@@ -427,13 +445,10 @@ void Conn::broken(const std::string &why, sluice_pg_evict_reason reason) {
 namespace {
 
 // Reads and drops the results of an abandoned query, then hands the
-// connection on as if the query had finished.
+// connection on as if the query had finished. It needs no statements: the
+// commands already queued say what to read.
 struct DrainWork : InternalWork {
-  std::vector<Statement> copy;
-  DrainWork(Conn *c, const Work &from)
-      : InternalWork(c, {}, [](Conn *c, int) { c->drain_done(); }) {
-    if (from.stmts) copy = *from.stmts;
-    stmts = &copy;
+  explicit DrainWork(Conn *c) : InternalWork(c, {}, [](Conn *c, int) { c->drain_done(); }) {
     sent = true;
   }
 };
@@ -442,8 +457,8 @@ struct DrainWork : InternalWork {
 
 void Conn::abandon() {
   if (!work) return;
-  auto d = std::make_unique<DrainWork>(this, *work);
-  d->results.assign(work->results.size(), nullptr);
+  auto d = std::make_unique<DrainWork>(this);
+  d->results.reset(work->results.size());
   // The abandoned work's finished() must never run: results it already
   // collected stay with it.
   work = d.get();
@@ -488,12 +503,18 @@ void Conn::cancel_taken() {
 InternalWork::InternalWork(Conn *c, std::initializer_list<const char *> sqls,
                            void (*d)(Conn *, int))
     : conn(c), done(d) {
-  for (const char *s : sqls) {
-    own.emplace_back();
-    own.back().sql = s;
-  }
-  stmts = &own;
+  for (const char *s : sqls) add(s);
   flags = SLUICE_PG_NO_PREPARE;
+}
+
+void InternalWork::add(const char *sql) {
+  own.emplace_back();
+  if (own.back().assign(sql, 0, nullptr, nullptr, nullptr) != 0) {
+    own.pop_back();
+    throw std::bad_alloc();  // the only way a statement without parameters fails
+  }
+  stmts = own.data();
+  nstmts = own.size();
 }
 
 void InternalWork::finished(int status) {
@@ -506,7 +527,7 @@ void InternalWork::finished(int status) {
 
 void Conn::close() {
   if (state == CLOSED) return;
-  state = CLOSED;
+  pool->set_state(this, CLOSED);
   if (ticket) {
     ticket->conn = nullptr;
     ticket.reset();

@@ -58,10 +58,7 @@ void Pool::listener_maintain() {
     }
   if (sqls.empty()) return;
   auto w = std::make_unique<InternalWork>(c, std::initializer_list<const char *>{}, subscribed);
-  for (auto &s : sqls) {
-    w->own.emplace_back();
-    w->own.back().sql = s;
-  }
+  for (auto &s : sqls) w->add(s.c_str());
   Work *raw = w.get();
   c->internal = std::move(w);
   if (!c->run(raw)) c->broken("could not send LISTEN");
@@ -99,8 +96,7 @@ void Pool::remove_listener(Listener *l) {
   if (!channel_still_used && l->subscribed && c && c->state == Conn::LENT && !c->busy()) {
     auto w = std::make_unique<InternalWork>(c, std::initializer_list<const char *>{},
                                             [](Conn *c, int) { c->pool->listener_maintain(); });
-    w->own.emplace_back();
-    w->own.back().sql = "UNLISTEN " + quote_ident(l->channel);
+    w->add(("UNLISTEN " + quote_ident(l->channel)).c_str());
     Work *raw = w.get();
     c->internal = std::move(w);
     if (!c->run(raw)) c->broken("could not send UNLISTEN");

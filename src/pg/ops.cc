@@ -14,7 +14,7 @@ static void stop_request(Request *r, int status) {
   if (r->waiting || r->checking) {
     r->pool->withdraw(r);
     if (status == SLUICE_ETIMEDOUT)
-      r->pool->fig.acquire_timeouts.fetch_add(1, std::memory_order_relaxed);
+      bump(r->pool->fig.acquire_timeouts);
     const char *why = status == SLUICE_ETIMEDOUT ? "no connection became free before the deadline"
                       : status == SLUICE_ECANCELED ? "cancelled while waiting for a connection"
                                                    : "the runtime is shutting down";
@@ -48,13 +48,12 @@ void AcquireOp::deliver(int status) {
 
 // ---- delivering results ------------------------------------------------
 
-void QueryOutput::take(Work &w, int status, bool sent, const std::string &message) {
-  if (w.results.empty()) w.results.push_back(make_error_result(status, sent, message));
+void QueryOutput::take(Work &w, int status, bool sent, const char *message) {
+  if (w.results.empty()) w.results.reset(1);  // never sent: one result says why
   for (auto &r : w.results)
     if (!r) r = make_error_result(status, sent, message);
   if (batch) {
-    for (auto *r : batch->results) delete r;
-    batch->results.swap(w.results);
+    w.results.move_to(batch->results);
   } else {
     single = w.results[0];
     w.results[0] = nullptr;
@@ -79,16 +78,16 @@ void QueryOutput::deliver(sluice_status_cb status_cb, void *user_data, int statu
 QueryOutput::~QueryOutput() { delete single; }
 
 static void count_outcome(Pool *p, int status) {
-  p->fig.queries.fetch_add(1, std::memory_order_relaxed);
+  bump(p->fig.queries);
   if (status == 0) return;
-  p->fig.query_errors.fetch_add(1, std::memory_order_relaxed);
-  if (status == SLUICE_EAMBIGUOUS) p->fig.ambiguous.fetch_add(1, std::memory_order_relaxed);
+  bump(p->fig.query_errors);
+  if (status == SLUICE_EAMBIGUOUS) bump(p->fig.ambiguous);
 }
 
 // The outcome of stopping a query: a sent statement whose result we will
 // never read is ambiguous when it was the deadline that stopped it.
 static int stopped_status(Pool *p, int status, bool sent) {
-  if (status == SLUICE_ETIMEDOUT) p->fig.query_timeouts.fetch_add(1, std::memory_order_relaxed);
+  if (status == SLUICE_ETIMEDOUT) bump(p->fig.query_timeouts);
   return sent && status == SLUICE_ETIMEDOUT ? SLUICE_EAMBIGUOUS : status;
 }
 
@@ -143,7 +142,7 @@ void ConnQuery::work_finished(int status) {
   Conn *c = conn;
   conn = nullptr;
   detach_lease(c);
-  finish(status, work.sent, "");
+  finish(status, work.sent, nullptr, c ? c->done_ns : 0);
 }
 
 // The lease may have been released while its query ran: the connection
@@ -180,11 +179,11 @@ void ConnQuery::stop(int status) {
   finish(status, false, stopped_text(status, false));
 }
 
-void ConnQuery::finish(int status, bool sent, const std::string &message) {
+void ConnQuery::finish(int status, bool sent, const char *message, uint64_t now) {
   if (lease && !conn && !queued_on && lease->running == this) lease->running = nullptr;
   out.take(work, status, sent, message);
   count_outcome(pool, status);
-  pool->observe(Pool::QUERY, created_ns, status);
+  pool->observe(Pool::QUERY, created_ns, status, now);
   complete(status);
 }
 
@@ -192,7 +191,7 @@ void ConnQuery::finish(int status, bool sent, const std::string &message) {
 
 void PoolQuery::granted(Conn *c) {
   conn = c;
-  if (!c->run(&work)) {
+  if (!c->run(&work, c->lent_ns)) {  // lent just now
     // Nothing was sent: replace the connection and try another.
     conn = nullptr;
     pool->evict(c, SLUICE_PG_EVICT_BROKEN, "connection lost");
@@ -213,11 +212,15 @@ void PoolQuery::work_finished(int status) {
     return;
   }
   bool sent = work.sent;
-  if (c && c->state != Conn::CLOSED) pool->release(c);
-  finish(status, sent, "");
+  // The connection's end-of-work time serves the figures that follow.
+  uint64_t now = c ? c->done_ns : 0;
+  if (c && c->state != Conn::CLOSED) pool->release(c, now);
+  finish(status, sent, nullptr, now);
 }
 
-void PoolQuery::refused(int status, const std::string &message) { finish(status, false, message); }
+void PoolQuery::refused(int status, const std::string &message) {
+  finish(status, false, message.c_str());
+}
 
 void PoolQuery::abort_running(int status) {
   if (!conn) return finish(status, false, stopped_text(status, false));
@@ -229,10 +232,10 @@ void PoolQuery::abort_running(int status) {
   finish(st, sent, stopped_text(st, sent));
 }
 
-void PoolQuery::finish(int status, bool sent, const std::string &message) {
+void PoolQuery::finish(int status, bool sent, const char *message, uint64_t now) {
   out.take(work, status, sent, message);
   count_outcome(pool, status);
-  pool->observe(Pool::QUERY, created_ns, status);
+  pool->observe(Pool::QUERY, created_ns, status, now);
   complete(status);
 }
 

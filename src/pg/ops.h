@@ -23,7 +23,8 @@ struct QueryOutput {
   sluice_pg_result_cb result_cb = nullptr;
   sluice_pg_batch *batch = nullptr;
   sluice_pg_result *single = nullptr;
-  void take(Work &w, int status, bool sent, const std::string &message);
+  // `message`: the text of a result made here (NULL or "": the status's).
+  void take(Work &w, int status, bool sent, const char *message);
   void deliver(sluice_status_cb status_cb, void *user_data, int status);
   ~QueryOutput();
 };
@@ -50,12 +51,12 @@ struct OpWork : Work {
 struct ConnQuery final : sluice_op {
   Pool *pool;
   Lease *lease;
-  std::vector<Statement> own;  // the statement of a single query
+  Statement own;  // the statement of a single query
   OpWork<ConnQuery> work{this};
   QueryOutput out;
   Conn *conn = nullptr;       // running on it
   Conn *queued_on = nullptr;  // waiting for it to finish draining
-  uint64_t created_ns = now_ns_for_request();
+  uint64_t created_ns = 0;    // set by the entry point with the deadline
   ConnQuery(Runtime *rt, Pool *p, Lease *l, sluice_status_cb cb, void *ud, sluice_free_cb f)
       : sluice_op(rt, cb, ud, f), pool(p), lease(l) {}
   void on_start() override;
@@ -67,11 +68,12 @@ struct ConnQuery final : sluice_op {
   void work_finished(int status);
   void detach_lease(Conn *c);
   void stop(int status);
-  void finish(int status, bool sent, const std::string &message);
+  // `now`: the time if the caller has just read it, else 0.
+  void finish(int status, bool sent, const char *message, uint64_t now = 0);
 };
 
 struct PoolQuery final : Request {
-  std::vector<Statement> own;
+  Statement own;
   OpWork<PoolQuery> work{this};
   QueryOutput out;
   Conn *conn = nullptr;
@@ -86,7 +88,7 @@ struct PoolQuery final : Request {
   void abort_running(int status) override;
   void deliver(int status) override { out.deliver(cb_, user_data_, status); }
   void work_finished(int status);
-  void finish(int status, bool sent, const std::string &message);
+  void finish(int status, bool sent, const char *message, uint64_t now = 0);
 };
 
 struct CloseOp final : sluice_op {

@@ -14,10 +14,12 @@
 #include <list>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
 #include "alloc/alloc.h"
+#include "pg/statement.h"
 #include "runtime/runtime.h"
 #include "sluice/pg.h"
 
@@ -38,20 +40,8 @@ class Pool;
 struct Conn;
 struct CancelTicket;
 
-// One statement and its copied parameters.
-struct Statement {
-  std::string sql;
-  std::vector<std::string> values;
-  std::vector<char> is_null;
-  std::vector<int> lengths, formats;
-  int nparams = 0;
-};
-
-// Validates and copies; 0 or SLUICE_EINVAL with the message set.
-int copy_statement(Statement *st, const char *sql, int nparams, const char *const *values,
-                   const int *lengths, const int *formats);
-
-sluice_pg_result *make_error_result(int status, bool sent, const std::string &message);
+// `message` NULL or empty: the status's own text.
+sluice_pg_result *make_error_result(int status, bool sent, const char *message);
 // Takes ownership of `res` (a server result: rows or an error).
 sluice_pg_result *make_server_result(PGresult *res);
 bool is_connection_fatal(const std::string &sqlstate);
@@ -59,18 +49,19 @@ bool is_connection_fatal(const std::string &sqlstate);
 // What a connection runs: statements sent in one pipeline with one Sync.
 // finished() is called exactly once unless the work is abandoned first.
 struct Work {
-  const std::vector<Statement> *stmts = nullptr;
+  // The statements to send; they stay valid while the work runs (the op,
+  // the running batch or the internal work owns them).
+  const Statement *stmts = nullptr;
+  size_t nstmts = 0;
   uint32_t flags = 0;
   bool sent = false;
-  std::vector<sluice_pg_result *> results;  // one per statement, owned here
-  virtual ~Work();
+  ResultSlots results;  // one per statement once sent
+  virtual ~Work() = default;
   // status: 0, SLUICE_EPG (a statement failed), SLUICE_EAMBIGUOUS or
   // SLUICE_EUNREACHABLE (connection lost after / before sending).
   virtual void finished(int status) = 0;
-  void clear_results();
+  void clear_results() { results.clear(); }
 };
-
-uint64_t now_ns_for_request();
 
 // A request waiting for a connection (acquire, one-shot query or batch).
 struct Request : sluice_op {
@@ -78,7 +69,7 @@ struct Request : sluice_op {
   Pool *pool = nullptr;
   uint64_t deadline = 0;
   uint64_t enqueued_ns = 0;
-  uint64_t created_ns = now_ns_for_request();
+  uint64_t created_ns = 0;  // set by the entry point with the deadline
   bool waiting = false;
   bool holds_for_work = false;  // the deadline must also cover its own query
   std::list<Request *>::iterator wait_it;
@@ -108,7 +99,8 @@ struct Conn : mem::Allocated {
   enum State { CONNECTING, IDLE, LENT, CLOSED };
   Pool *pool;
   bool listener = false;  // the dedicated LISTEN connection
-  State state = CONNECTING;
+  bool counted = false;   // in pool->conns, so in the pool's live/lent counts
+  State state = CONNECTING;  // changed through Pool::set_state only
   PGconn *pg = nullptr;
   uv_poll_t *poll = nullptr;  // persistent once connected
   uv_poll_t *step_poll = nullptr;  // one per PQconnectPoll wait
@@ -119,6 +111,7 @@ struct Conn : mem::Allocated {
   bool want_write = false;
   uint64_t created_ns = 0, idle_since_ns = 0, lent_ns = 0, expires_ns = 0, checked_ns = 0;
   uint64_t sent_ns = 0;
+  uint64_t done_ns = 0;  // when the last work ended (finished or broken)
   std::vector<std::string> resolved;  // hostaddr per host
   size_t resolving = 0;
 
@@ -127,10 +120,25 @@ struct Conn : mem::Allocated {
   struct Cmd {
     enum Kind { PREPARE, EXEC, SYNC } kind;
     size_t index;
-    bool got = false;
-    std::string name;  // PREPARE: the statement name being created
+    std::string sql;  // PREPARE: the cache key, dropped if the prepare fails
   };
-  std::deque<Cmd> cmds;
+  // The commands sent and not yet answered, in order. A vector read from a
+  // head index keeps its capacity from one work to the next.
+  struct CmdQueue {
+    std::vector<Cmd> v;
+    size_t head = 0;
+    bool empty() const { return head == v.size(); }
+    Cmd &front() { return v[head]; }
+    void pop_front() {
+      if (++head == v.size()) clear();
+    }
+    void push_back(Cmd &&c) { v.push_back(std::move(c)); }
+    void clear() {
+      v.clear();
+      head = 0;
+    }
+  } cmds;
+  std::vector<const char *> param_values;  // Conn::run's scratch for libpq
   std::unique_ptr<Work> internal;  // owned internal work, if that is what runs
   Lease *lease = nullptr;
   bool release_when_idle = false;  // the holder released it mid-work
@@ -140,13 +148,31 @@ struct Conn : mem::Allocated {
   bool drained = false;                // the abandoned query's results are in
   bool doomed = false;
   sluice_pg_evict_reason doom_reason = SLUICE_PG_EVICT_BROKEN;
-  std::unordered_map<std::string, std::string> statements;  // sql -> name
+  // Looked up by the statement's own bytes: no key is built on a hit.
+  struct SqlHash {
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
+  std::unordered_map<std::string, std::string, SqlHash, std::equal_to<>> statements;  // sql -> name
   uint32_t next_statement = 0;
+  // Recent cache entries by the caller's SQL pointer, so a repeated query
+  // costs a comparison of its bytes instead of a hash. Entries are map
+  // nodes (stable until erased): any erase clears the hints.
+  struct Hint {
+    const void *origin = nullptr;
+    const std::pair<const std::string, std::string> *entry = nullptr;
+  };
+  Hint hints[8];
+  // The name of `s`'s prepared statement on this connection, or nullptr.
+  const char *prepared_name(const Statement &s);
+  void forget_statements();                     // all of them
+  void forget_statement(const std::string &sql);  // one whose PREPARE failed
 
   explicit Conn(Pool *p) : pool(p) {}
   bool busy() const { return work != nullptr; }
   // Sends `w`; false if the connection failed before anything was sent.
-  bool run(Work *w);
+  // `now`: the time if the caller has just read it, else 0.
+  bool run(Work *w, uint64_t now = 0);
   // Detaches the current work (its finished() will not be called) and
   // recovers the connection: cancel on the server, drain, then `then`.
   void abandon();
@@ -234,14 +260,19 @@ class Pool final : public mem::Allocated, public ShutdownHook {
     std::atomic<uint64_t> errors_by_class[9]{};
     std::atomic<uint64_t> wait_ns{0}, query_ns{0}, hold_ns{0};
   } fig;
+  // Connections in `conns` that are IDLE or LENT, and those LENT: kept as
+  // states change so the gauges never walk the connections.
+  uint32_t live = 0, lent = 0;
+  void set_state(Conn *c, Conn::State s);
 
   // Requests.
   void request(Request *r);
   void withdraw(Request *r);
-  void lend(Conn *c, Request *r);
-  void release(Conn *c);  // a holder is done with c
+  // `now`: the time the caller has just read; 0 where it has not.
+  void lend(Conn *c, Request *r, uint64_t now);
+  void release(Conn *c, uint64_t now = 0);  // a holder is done with c
   void after_work(Conn *c);  // c's work or drain ended: back to its holder or the pool
-  void to_idle(Conn *c);
+  void to_idle(Conn *c, uint64_t now = 0);
   void evict(Conn *c, sluice_pg_evict_reason why, const std::string &msg);
   void maintain();
   void open_connection(Conn *c);
@@ -253,7 +284,7 @@ class Pool final : public mem::Allocated, public ShutdownHook {
   // The optional monitor's series.
   enum Series { ACQUIRE, QUERY, CONNECT };
   uint32_t series_id[3] = {0, 0, 0};
-  void observe(Series s, uint64_t since_ns, int outcome);
+  void observe(Series s, uint64_t since_ns, int outcome, uint64_t now = 0);
   void note_hold(uint64_t ns);
   void update_gauges();
   void emit(sluice_pg_event_kind kind, sluice_pg_evict_reason reason, const std::string &msg);
@@ -294,10 +325,19 @@ struct InternalWork : Work {
   Conn *conn;
   void (*done)(Conn *c, int status);
   InternalWork(Conn *c, std::initializer_list<const char *> sqls, void (*d)(Conn *, int));
+  void add(const char *sql);  // one more statement, no parameters; may throw bad_alloc
   void finished(int status) override;
 };
 
 uint64_t now_ns();
+
+// The figures have a single writer, the loop thread, so a plain load and
+// store publishes them without a locked read-modify-write.
+template <class T>
+inline void bump(std::atomic<T> &a, T n) {
+  a.store(a.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+}
+inline void bump(std::atomic<uint64_t> &a) { bump<uint64_t>(a, 1); }
 void start_queued(Conn *c);  // ops.cc: runs a lease's query that waited for a drain
 
 }  // namespace sluice::pg

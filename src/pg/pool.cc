@@ -142,11 +142,9 @@ void pool_start(Pool *p) {
 
 // ---- figures -----------------------------------------------------------
 
-uint64_t now_ns_for_request() { return uv_hrtime(); }
-
-void Pool::observe(Series s, uint64_t since_ns, int outcome) {
+void Pool::observe(Series s, uint64_t since_ns, int outcome, uint64_t now) {
   if (!opts.monitor) return;
-  uint64_t now = now_ns();
+  if (!now) now = now_ns();
   sluice_monitor_record_id(opts.monitor, series_id[s], now > since_ns ? now - since_ns : 0, outcome);
 }
 
@@ -155,16 +153,21 @@ void Pool::refuse(Request *r, int status, const std::string &msg) {
   r->refused(status, msg);
 }
 
+static bool is_live(Conn::State s) { return s == Conn::IDLE || s == Conn::LENT; }
+
+void Pool::set_state(Conn *c, Conn::State s) {
+  if (c->counted) {
+    live += uint32_t(is_live(s)) - uint32_t(is_live(c->state));
+    lent += uint32_t(s == Conn::LENT) - uint32_t(c->state == Conn::LENT);
+  }
+  c->state = s;
+}
+
 void Pool::update_gauges() {
-  uint32_t total = 0, in_use = 0;
-  for (Conn *c : conns)
-    if (c->state == Conn::IDLE || c->state == Conn::LENT) {
-      total++;
-      if (c->state == Conn::LENT) in_use++;
-    }
+  uint32_t total = live;
   fig.total.store(total, std::memory_order_relaxed);
   fig.idle.store(uint32_t(idle.size()), std::memory_order_relaxed);
-  fig.in_use.store(in_use, std::memory_order_relaxed);
+  fig.in_use.store(lent, std::memory_order_relaxed);
   fig.connecting.store(connecting, std::memory_order_relaxed);
   fig.waiting.store(uint32_t(waiters.size()), std::memory_order_relaxed);
   if (total > fig.peak_total.load(std::memory_order_relaxed))
@@ -178,7 +181,7 @@ void Pool::count_error(const sluice_pg_result *r) {
   size_t k = 8;
   for (size_t i = 0; i < 8; i++)
     if (r->sqlstate.compare(0, 2, classes[i]) == 0) k = i;
-  fig.errors_by_class[k].fetch_add(1, std::memory_order_relaxed);
+  bump(fig.errors_by_class[k]);
 }
 
 void Pool::note_hold(uint64_t ns) {
@@ -196,11 +199,7 @@ void Pool::emit(sluice_pg_event_kind kind, sluice_pg_evict_reason reason, const 
 
 // ---- lending -----------------------------------------------------------
 
-uint32_t live_count(const Pool *p) {
-  uint32_t n = 0;
-  for (Conn *c : p->conns) n += c->state == Conn::IDLE || c->state == Conn::LENT;
-  return n;
-}
+uint32_t live_count(const Pool *p) { return p->live; }
 
 void Pool::request(Request *r) {
   r->pool = this;
@@ -208,13 +207,13 @@ void Pool::request(Request *r) {
   r->enqueued_ns = now;
   if (closing || dead) return refuse(r, SLUICE_ECLOSED, "the pool is closing");
   if (down && opts.fail_fast) {
-    fig.acquire_unreachable.fetch_add(1, std::memory_order_relaxed);
+    bump(fig.acquire_unreachable);
     return refuse(r, SLUICE_EUNREACHABLE, "database unreachable: " + last_error);
   }
   if (!idle.empty()) {
     Conn *c = idle.back();
     idle.pop_back();
-    return lend(c, r);
+    return lend(c, r, now);
   }
   if (waiters.size() >= opts.max_waiters)
     return refuse(r, SLUICE_EFULL, "the pool's wait queue is full (max_waiters)");
@@ -228,7 +227,7 @@ void Pool::request(Request *r) {
     uint64_t est = r->holds_for_work ? (ahead + live) * hold_ewma_ns / live
                                      : (ahead + 1) * hold_ewma_ns / live;
     if (now + est > r->deadline) {
-      fig.acquire_exhausted.fetch_add(1, std::memory_order_relaxed);
+      bump(fig.acquire_exhausted);
       char msg[200];
       std::snprintf(msg, sizeof msg,
                     "pool exhausted: about %" PRIu64 " ms of waiting ahead (%zu waiting, %u "
@@ -275,15 +274,15 @@ void ping_done(Conn *c, int status) {
   c->checked_ns = now_ns();
   c->idle_since_ns = c->checked_ns;
   if (still_wanted) {
-    c->state = Conn::IDLE;
-    p->lend(c, r);
+    p->set_state(c, Conn::IDLE);
+    p->lend(c, r, c->checked_ns);
   } else {
-    p->to_idle(c);
+    p->to_idle(c, c->checked_ns);
   }
 }
 
 void start_ping(Conn *c, Request *r) {
-  c->state = Conn::LENT;  // out of the idle list while the ping runs
+  c->pool->set_state(c, Conn::LENT);  // out of the idle list while the ping runs
   c->ping_for = r;
   if (r) r->checking = c;
   auto w = std::make_unique<InternalWork>(c, std::initializer_list<const char *>{""}, ping_done);
@@ -302,16 +301,15 @@ void start_ping(Conn *c, Request *r) {
 
 }  // namespace
 
-void Pool::lend(Conn *c, Request *r) {
-  uint64_t now = now_ns();
+void Pool::lend(Conn *c, Request *r, uint64_t now) {
   r->waiting = false;
   // A query that cannot finish before its caller's deadline would only
   // hold the connection from someone who can: refuse it, lend to the next.
   if (opts.admission_check && r->holds_for_work && r->deadline &&
       now + hold_ewma_ns > r->deadline) {
-    fig.acquire_exhausted.fetch_add(1, std::memory_order_relaxed);
+    bump(fig.acquire_exhausted);
     refuse(r, SLUICE_EEXHAUSTED, "pool exhausted: too little time left for the query");
-    to_idle(c);  // the next waiter, or back to idle
+    to_idle(c, now);  // the next waiter, or back to idle
     return;
   }
   // A connection idle for a while may have died silently (no FIN, no RST):
@@ -322,16 +320,16 @@ void Pool::lend(Conn *c, Request *r) {
     update_gauges();
     return;
   }
-  c->state = Conn::LENT;
+  set_state(c, Conn::LENT);
   c->lent_ns = now;
-  fig.acquires.fetch_add(1, std::memory_order_relaxed);
-  fig.wait_ns.fetch_add(now - r->enqueued_ns, std::memory_order_relaxed);
-  observe(ACQUIRE, r->enqueued_ns, 0);
+  bump(fig.acquires);
+  bump(fig.wait_ns, now - r->enqueued_ns);
+  observe(ACQUIRE, r->enqueued_ns, 0, now);
   update_gauges();
   r->granted(c);
 }
 
-void Pool::release(Conn *c) {
+void Pool::release(Conn *c, uint64_t now) {
   if (c->state == Conn::CLOSED) return;
   if (c->busy()) {
     c->release_when_idle = true;  // finished when its work is
@@ -342,7 +340,8 @@ void Pool::release(Conn *c) {
     c->lease->conn = nullptr;
     c->lease = nullptr;
   }
-  note_hold(now_ns() - c->lent_ns);
+  if (!now) now = now_ns();
+  note_hold(now - c->lent_ns);
   if (c->doomed) {
     evict(c, c->doom_reason, "evicted after a connection-fatal error");
     maintain();
@@ -350,7 +349,7 @@ void Pool::release(Conn *c) {
   }
   switch (PQtransactionStatus(c->pg)) {
     case PQTRANS_IDLE:
-      to_idle(c);
+      to_idle(c, now);
       return;
     case PQTRANS_INTRANS:
     case PQTRANS_INERROR: {
@@ -391,9 +390,9 @@ void Pool::after_work(Conn *c) {
   release(c);
 }
 
-void Pool::to_idle(Conn *c) {
-  uint64_t now = now_ns();
-  c->state = Conn::IDLE;
+void Pool::to_idle(Conn *c, uint64_t now) {
+  if (!now) now = now_ns();
+  set_state(c, Conn::IDLE);
   c->idle_since_ns = now;
   if (closing && waiters.empty()) {
     evict(c, SLUICE_PG_EVICT_CLOSE, "the pool is closing");
@@ -409,7 +408,7 @@ void Pool::to_idle(Conn *c) {
     Request *r = waiters.front();
     waiters.pop_front();
     r->waiting = false;
-    lend(c, r);
+    lend(c, r, now);
     return;
   }
   idle.push_back(c);
@@ -442,7 +441,12 @@ void Pool::evict(Conn *c, sluice_pg_evict_reason why, const std::string &msg) {
         conns.erase(it);
         break;
       }
-    fig.evictions[why].fetch_add(1, std::memory_order_relaxed);
+    if (c->counted) {  // out of `conns`, so out of the counts
+      live -= uint32_t(is_live(c->state));
+      lent -= uint32_t(c->state == Conn::LENT);
+      c->counted = false;
+    }
+    bump(fig.evictions[why]);
   }
   bool was_connecting = c->state == Conn::CONNECTING;
   c->close();
@@ -495,6 +499,7 @@ void Pool::maintain() {
     if (connecting >= (down ? 1u : opts.max_connecting)) break;
     auto *c = new Conn(this);
     conns.push_back(c);
+    c->counted = true;  // CONNECTING: neither live nor lent yet
     connecting++;
     update_gauges();
     open_connection(c);
@@ -505,7 +510,7 @@ void Pool::maintain() {
 void Pool::on_connect_failed(Conn *c, const std::string &why) {
   std::string msg = why;
   while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' ')) msg.pop_back();
-  fig.connect_failures.fetch_add(1, std::memory_order_relaxed);
+  bump(fig.connect_failures);
   observe(CONNECT, c->created_ns, SLUICE_EUNREACHABLE);
   if (c->listener) {
     evict(c, SLUICE_PG_EVICT_BROKEN, msg);
@@ -528,7 +533,7 @@ void Pool::on_connect_failed(Conn *c, const std::string &why) {
         Request *r = waiters.front();
         waiters.pop_front();
         r->waiting = false;
-        fig.acquire_unreachable.fetch_add(1, std::memory_order_relaxed);
+        bump(fig.acquire_unreachable);
         refuse(r, SLUICE_EUNREACHABLE, "database unreachable: " + msg);
       }
     }

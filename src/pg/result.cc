@@ -1,4 +1,4 @@
-// Statements (copied parameters) and results, and the result accessors.
+// Results: how they are made from libpq's, and the result accessors.
 #include <cstring>
 
 #include "common/error.h"
@@ -8,45 +8,11 @@ namespace sluice::pg {
 
 uint64_t now_ns() { return uv_hrtime(); }
 
-int copy_statement(Statement *st, const char *sql, int nparams, const char *const *values,
-                   const int *lengths, const int *formats) {
-  if (!sql) return fail(SLUICE_EINVAL, "sql is NULL");
-  if (nparams < 0 || nparams > 65535)
-    return fail(SLUICE_EINVAL, "nparams %d is outside 0..65535", nparams);
-  if (nparams > 0 && !values) return fail(SLUICE_EINVAL, "values is NULL with %d parameters", nparams);
-  st->sql = sql;
-  st->nparams = nparams;
-  st->values.assign(size_t(nparams), std::string());
-  st->is_null.assign(size_t(nparams), 0);
-  st->lengths.assign(size_t(nparams), 0);
-  st->formats.assign(size_t(nparams), 0);
-  for (int i = 0; i < nparams; i++) {
-    int fmt = formats ? formats[i] : 0;
-    if (fmt != 0 && fmt != 1) return fail(SLUICE_EINVAL, "parameter %d: format %d is not 0 or 1", i + 1, fmt);
-    st->formats[size_t(i)] = fmt;
-    if (!values[i]) {
-      st->is_null[size_t(i)] = 1;
-      continue;
-    }
-    size_t len;
-    if (fmt == 1) {
-      if (!lengths || lengths[i] < 0)
-        return fail(SLUICE_EINVAL, "parameter %d: a binary value needs a length >= 0", i + 1);
-      len = size_t(lengths[i]);
-    } else {
-      len = std::strlen(values[i]);
-    }
-    st->values[size_t(i)].assign(values[i], len);
-    st->lengths[size_t(i)] = int(len);
-  }
-  return 0;
-}
-
-sluice_pg_result *make_error_result(int status, bool sent, const std::string &message) {
+sluice_pg_result *make_error_result(int status, bool sent, const char *message) {
   auto *r = new sluice_pg_result();
   r->status = status;
   r->sent = sent ? 1 : 0;
-  r->message = message.empty() ? sluice_strerror(status) : message;
+  r->message = message && *message ? message : sluice_strerror(status);
   return r;
 }
 
@@ -79,13 +45,6 @@ sluice_pg_result *make_server_result(PGresult *res) {
 bool is_connection_fatal(const std::string &s) {
   return (s.size() == 5 && s.compare(0, 2, "08") == 0) || s == "57P01" || s == "57P02" ||
          s == "57P03";
-}
-
-Work::~Work() { clear_results(); }
-
-void Work::clear_results() {
-  for (auto *r : results) delete r;
-  results.clear();
 }
 
 }  // namespace sluice::pg
