@@ -82,6 +82,7 @@ void Pool::op_stop(PoolOp *op, int status) {
 
 void Pool::op_shutdown(PoolOp *op) {
   int result = SLUICE_ECLOSED;
+  bool drop_run_ref = false;
   {
     std::lock_guard<std::mutex> lk(mu_);
     switch (op->state) {
@@ -97,6 +98,7 @@ void Pool::op_shutdown(PoolOp *op) {
         give_slot();
         closed_++;
         finish(op, SLUICE_ECLOSED);
+        drop_run_ref = true;
         break;
       case PoolOp::kGranted:
         // Its delivery could not be posted: the grant goes back.
@@ -117,6 +119,7 @@ void Pool::op_shutdown(PoolOp *op) {
     }
   }
   op->complete(result);
+  if (drop_run_ref) op->unref();  // the run queue's (see dispatch)
 }
 
 void Pool::close_waiting() {

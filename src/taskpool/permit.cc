@@ -9,31 +9,11 @@
 // generation, frees the record, then gives the slot back with one atomic
 // subtraction. Only when that subtraction shows waiters (or a closed pool,
 // or the adaptive limit is on) does it take the mutex to hand the slot on.
-#include <time.h>
-
 #include "common/error.h"
 #include "sluice/monitor.h"
 #include "taskpool/pool.h"
 
 namespace sluice::taskpool {
-
-namespace {
-
-uint64_t coarse_now_ns() {
-  // Hold times of permits are summed, not compared: the coarse clock's
-  // truncation averages out, and it costs 3 ns where the precise one costs
-  // 20 on a path whose whole budget is 60.
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-  return uint64_t(ts.tv_sec) * 1000000000u + uint64_t(ts.tv_nsec);
-}
-
-}  // namespace
-
-uint64_t Pool::permit_now() const {
-  if (clock_) return clock_(clock_ud_);
-  return precise_permits_ ? sluice_now_ns() : coarse_now_ns();
-}
 
 uint32_t Pool::claim(uint32_t *gen) {
   uint32_t n = nrecords_.load(std::memory_order_acquire);

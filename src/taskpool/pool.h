@@ -16,6 +16,8 @@
 //    completion may call back into the pool).
 #pragma once
 
+#include <time.h>
+
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
@@ -193,7 +195,18 @@ class Pool final : public mem::Allocated, public ShutdownHook {
   ~Pool();
 
   uint64_t now() const { return clock_ ? clock_(clock_ud_) : sluice_now_ns(); }
-  uint64_t permit_now() const;
+  // The clock of permit hold times: the injected one, the precise one when
+  // the monitor or the adaptive limit needs the resolution, else the coarse
+  // one. Hold times are summed, not compared, so its truncation averages
+  // out, and it costs 3 ns where the precise clock costs 20, on a path
+  // whose whole budget is 60.
+  uint64_t permit_now() const {
+    if (__builtin_expect(clock_ != nullptr, 0)) return clock_(clock_ud_);
+    if (precise_permits_) return sluice_now_ns();
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return uint64_t(ts.tv_sec) * 1000000000u + uint64_t(ts.tv_nsec);
+  }
 
   // ---- under mu_ (queue.cc)
   PoolOp *pick(int *cls);

@@ -28,6 +28,9 @@ bool Pool::start_worker() {
 }
 
 void Pool::dispatch(PoolOp *op) {
+  // The run queue and then the worker hold a reference: a runtime shutdown
+  // may complete the op (and its caller free it) while fn still runs.
+  op->ref();
   run_.push(op);
   // A worker that just finished a task looks at the run queue before it
   // sleeps: tasks it will take need neither a wake-up nor a new thread.
@@ -80,6 +83,7 @@ void Pool::run_task(PoolOp *op, std::unique_lock<std::mutex> &lk) {
       sluice_monitor_record_id(monitor_, series_wait_, t > op->enq_ns ? t - op->enq_ns : 0,
                                SLUICE_ETIMEDOUT);
     post_completion(op);
+    op->unref();
     give_slot();
     returning_++;
     pump(h);
@@ -108,6 +112,7 @@ void Pool::run_task(PoolOp *op, std::unique_lock<std::mutex> &lk) {
   else failed_++;
   finish(op, rc);
   post_completion(op);
+  op->unref();
   give_slot();
   if (adaptive_) adapt(run, rc != 0);
   pump(h);
