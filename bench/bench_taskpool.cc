@@ -102,12 +102,13 @@ Cost sluice_tasks(uv_loop_t *loop, sluice_runtime *rt, long tasks, int inflight,
   o.max_concurrent = uint32_t(inflight);
   o.workers = uint32_t(workers);
   Run r;
-  r.total = tasks;
+  r.total = inflight;
   r.loop = loop;
   check(sluice_taskpool_new(&r.pool, rt, &o), "taskpool_new");
   // Warm the workers up so thread start-up is not measured.
   for (int i = 0; i < inflight; i++) submit_one(&r);
   uv_run(loop, UV_RUN_DEFAULT);
+  r.total = tasks;
   r.submitted = r.done = 0;
   uint64_t c0 = cpu_ns(), t0 = bench_now_ns();
   for (int i = 0; i < inflight && r.submitted < tasks; i++) submit_one(&r);
@@ -144,11 +145,12 @@ void uv_after(uv_work_t *req, int status) {
 
 Cost uv_tasks(uv_loop_t *loop, long tasks, int inflight) {
   UvRun r;
-  r.total = tasks;
+  r.total = inflight;
   r.loop = loop;
   r.reqs.resize(size_t(inflight));
   for (int i = 0; i < inflight; i++) uv_submit(&r, &r.reqs[size_t(i)]);
   uv_run(loop, UV_RUN_DEFAULT);  // warm-up: starts libuv's threads
+  r.total = tasks;
   r.submitted = r.done = 0;
   uint64_t c0 = cpu_ns(), t0 = bench_now_ns();
   for (int i = 0; i < inflight && r.submitted < tasks; i++) uv_submit(&r, &r.reqs[size_t(i)]);
