@@ -19,7 +19,7 @@ for how in pkgconfig cmake; do
   cmake --build "$tmp/ex-$how" > "$tmp/build-$how.log" \
     || { cat "$tmp/build-$how.log"; exit 1; }
   # Programs that need no database; the others are built and run by the demo.
-  for exe in "$tmp/ex-$how"/bin/runtime_hello "$tmp/ex-$how"/bin/embed_uv "$tmp/ex-$how"/bin/retry_example "$tmp/ex-$how"/bin/locks_example "$tmp/ex-$how"/bin/limiter_example; do
+  for exe in "$tmp/ex-$how"/bin/runtime_hello "$tmp/ex-$how"/bin/embed_uv "$tmp/ex-$how"/bin/retry_example "$tmp/ex-$how"/bin/locks_example "$tmp/ex-$how"/bin/limiter_example "$tmp/ex-$how"/bin/taskpool_example; do
     LD_LIBRARY_PATH="$tmp/prefix/lib" "$exe" > "$tmp/run.log" \
       || { echo "FAIL: $exe ($how)"; cat "$tmp/run.log"; exit 1; }
     echo "ok: $(basename "$exe") built through $how and ran"
