@@ -13,6 +13,8 @@ mod limiter;
 mod locks;
 mod monitor;
 mod pg;
+mod pg_batch;
+mod pg_listen;
 mod retry;
 mod runtime;
 mod util;
@@ -27,6 +29,8 @@ pub use retry::{next_delay, retry_seed, Classify, Jitter, Outcome, RetryError, R
                 RetryStats, Verdict, ATTEMPT_ERROR_CODE};
 pub use pg::{Acquire, Close, ColumnIndex, Conn, ConnQuery, Execute, FromSql, Pool, PoolOptions, PoolStats, Query,
              QueryOptions, Rows, ToParam};
+pub use pg_batch::{Batch, BatchError, BatchResults, BatchRun, ConnBatch};
+pub use pg_listen::{Listener, Notification, Recv, DEFAULT_LISTEN_CAPACITY};
 pub use runtime::{Memory, Post, Runtime, RuntimeBuilder, Sleep, Stats};
 
 /// The library major these bindings were written for.
