@@ -13,6 +13,7 @@
 #include "sluice/limiter.h"
 #include "sluice/locks.h"
 #include "sluice/retry.h"
+#include "sluice/taskpool.h"
 #include "sluice/monitor.h"
 #include "sluice/pg.h"
 
