@@ -20,6 +20,15 @@ use crate::monitor::Monitor;
 use crate::runtime::{RawRuntime, Runtime};
 use crate::util::{ns, timeout_ms, OpHandle};
 
+/// A wait's C timeout; one beyond the library's bound (2^40 ms, about 35
+/// years) means no deadline rather than bad input.
+fn wait_ms(t: Option<Duration>) -> i64 {
+    match timeout_ms(t) {
+        ms if ms > 1 << 40 => -1,
+        ms => ms,
+    }
+}
+
 /// Which queued requests are served first: high, then normal, then low,
 /// first come first served within one, except that a lower priority
 /// waiting for `max_bypass` grants in a row gets the next slot.
@@ -216,7 +225,7 @@ impl TaskPool {
         let ud = Arc::into_raw(shared.clone()) as *mut c_void;
         let mut op = ptr::null_mut();
         let rc = unsafe {
-            sys::sluice_taskpool_acquire(self.inner.raw, priority.raw(), timeout_ms(timeout), Some(on_permit), ud,
+            sys::sluice_taskpool_acquire(self.inner.raw, priority.raw(), wait_ms(timeout), Some(on_permit), ud,
                                          Some(release_permit_shared), &mut op)
         };
         if rc != 0 {
@@ -233,7 +242,7 @@ impl TaskPool {
     /// `acquire_with`, and `Deadlock` on the loop thread (always).
     pub fn acquire_blocking(&self, priority: Priority, timeout: Option<Duration>) -> Result<Permit> {
         let mut p = ptr::null_mut();
-        check(unsafe { sys::sluice_taskpool_acquire_wait(self.inner.raw, priority.raw(), timeout_ms(timeout), &mut p) })?;
+        check(unsafe { sys::sluice_taskpool_acquire_wait(self.inner.raw, priority.raw(), wait_ms(timeout), &mut p) })?;
         Ok(self.permit(p))
     }
 
@@ -260,7 +269,7 @@ impl TaskPool {
         let ud = Arc::into_raw(shared.clone()) as *mut c_void;
         let mut op = ptr::null_mut();
         let rc = unsafe {
-            sys::sluice_taskpool_submit(self.inner.raw, Some(run_task::<T>), priority.raw(), timeout_ms(timeout),
+            sys::sluice_taskpool_submit(self.inner.raw, Some(run_task::<T>), priority.raw(), wait_ms(timeout),
                                         Some(task_done::<T>), ud, Some(release_task_shared::<T>), &mut op)
         };
         if rc != 0 {
@@ -287,7 +296,7 @@ impl TaskPool {
     /// a timeout other than zero: nothing done). Permits may still be
     /// released afterwards.
     pub fn shutdown(&self, timeout: Option<Duration>) -> Result<()> {
-        check(unsafe { sys::sluice_taskpool_shutdown(self.inner.raw, timeout_ms(timeout)) })
+        check(unsafe { sys::sluice_taskpool_shutdown(self.inner.raw, wait_ms(timeout)) })
     }
 
     pub fn stats(&self) -> Result<TaskPoolStats> {

@@ -228,6 +228,9 @@ fn deadlines_end_waits_and_tasks_that_never_ran() {
     // A free slot is taken at once, even with a zero deadline.
     drop(block_on(p.acquire_with(Priority::Low, Some(Duration::ZERO))).unwrap());
     drop(p.acquire_blocking(Priority::Low, Some(Duration::ZERO)).unwrap());
+    // A deadline too far for the library is no deadline.
+    drop(block_on(p.acquire_with(Priority::Low, Some(Duration::MAX))).unwrap());
+    assert_eq!(block_on(p.spawn_blocking_with(Priority::Low, Some(Duration::MAX), || 3)).unwrap(), 3);
 }
 
 #[test]
