@@ -337,6 +337,36 @@ static int nop_task(void *ud) {
   return 0;
 }
 
+typedef struct self_stop {
+  sluice_taskpool *p;
+  int rc_wait, rc_now;
+} self_stop;
+
+static int stop_own_pool(void *ud) {
+  self_stop *s = ud;
+  s->rc_wait = sluice_taskpool_shutdown(s->p, 10); /* would wait for itself */
+  s->rc_now = sluice_taskpool_shutdown(s->p, 0);   /* closes, returns */
+  return 0;
+}
+
+static void test_shutdown_from_own_task(void **state) {
+  (void)state;
+  sluice_runtime *rt = tu_runtime();
+  sluice_taskpool_options o = opts_with(2, 10);
+  sluice_taskpool *p = new_pool(rt, &o);
+  self_stop s = {p, 0, 0};
+  sluice_op *op = NULL;
+  assert_ok(sluice_taskpool_submit(p, stop_own_pool, 1, -1, NULL, &s, NULL, &op));
+  assert_int_equal(wait_op(op), 0);
+  assert_int_equal(s.rc_wait, SLUICE_EDEADLK);
+  assert_int_equal(s.rc_now, SLUICE_ETIMEDOUT); /* the task itself runs */
+  sluice_permit *w = NULL;
+  assert_err(SLUICE_ECLOSED, sluice_taskpool_try_acquire(p, &w));
+  assert_ok(sluice_taskpool_shutdown(p, -1));
+  sluice_taskpool_free(p);
+  sluice_runtime_free(rt);
+}
+
 static void test_bad_input(void **state) {
   (void)state;
   sluice_runtime *rt = tu_runtime();
@@ -1421,6 +1451,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_options),
       cmocka_unit_test(test_bad_input),
+      cmocka_unit_test(test_shutdown_from_own_task),
       cmocka_unit_test(test_tasks_run_on_named_workers),
       cmocka_unit_test(test_permits_share_the_limit),
       cmocka_unit_test(test_async_acquire_granted_at_once),

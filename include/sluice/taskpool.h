@@ -195,8 +195,10 @@ SLUICE_EXTERN int sluice_taskpool_new(sluice_taskpool **out, sluice_runtime *rt,
  * meanwhile, which run after it and must not use the pool). Permits still
  * held become meaningless: they must not be released to the pool again
  * (it is gone). No other thread may be using the pool during or after the
- * call. Call it before the runtime is freed; after sluice_runtime_close it
- * is still allowed. From a thread other than the loop thread it blocks
+ * call, and it must not be called from one of the pool's own tasks. Call
+ * it before the runtime's shutdown begins, or after sluice_runtime_close
+ * has returned (never while another thread runs that shutdown); always
+ * before the runtime is freed. From a thread other than the loop thread it blocks
  * until the loop has run the teardown.
  */
 SLUICE_EXTERN void sluice_taskpool_free(sluice_taskpool *pool);
@@ -325,11 +327,13 @@ SLUICE_EXTERN int sluice_taskpool_resize(sluice_taskpool *pool, uint32_t max_con
  * waits again. Nothing is interrupted: work still running when it returns
  * SLUICE_ETIMEDOUT goes on, and the pool stays usable for releasing
  * permits and reading figures until sluice_taskpool_free.
- * On the loop thread only timeout_ms 0 is allowed (waiting there would
- * stop the callbacks that release permits): it closes the queue and
- * returns at once.
- * Errors: SLUICE_EINVAL (pool NULL), SLUICE_EDEADLK (on the loop thread
- * with a timeout other than 0; nothing done), SLUICE_ETIMEDOUT (work still
+ * On the loop thread, and inside one of the pool's own tasks, only
+ * timeout_ms 0 is allowed (waiting there would stop the callbacks that
+ * release permits, or wait for the calling task itself): it closes the
+ * queue and returns at once.
+ * Errors: SLUICE_EINVAL (pool NULL, timeout_ms above 2^40),
+ * SLUICE_EDEADLK (on the loop thread or in a task of this pool with a
+ * timeout other than 0; nothing done), SLUICE_ETIMEDOUT (work still
  * running at the deadline; the shutdown itself has happened).
  */
 SLUICE_EXTERN int sluice_taskpool_shutdown(sluice_taskpool *pool, int64_t timeout_ms);

@@ -188,13 +188,20 @@ int Pool::shutdown(int64_t timeout_ms) {
     return fail(SLUICE_EDEADLK,
                 "sluice_taskpool_shutdown: waiting on the loop thread would stop the callbacks "
                 "that release permits (use timeout 0 there)");
+  if (timeout_ms != 0 && is_own_worker())
+    return fail(SLUICE_EDEADLK,
+                "sluice_taskpool_shutdown: called from one of the pool's own tasks, which would "
+                "wait for itself (use timeout 0 there)");
   auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
-  state_.fetch_or(kClosed, std::memory_order_acq_rel);
+  state_.fetch_or(kClosed, std::memory_order_seq_cst);
   rt_->call([](void *p) { static_cast<Pool *>(p)->close_waiting(); }, this);
   bool idle;
   {
     std::unique_lock<std::mutex> lk(mu_);
-    auto none_running = [this] { return used_of(state_.load(std::memory_order_acquire)) == 0; };
+    auto none_running = [this] {
+      return used_of(state_.load(std::memory_order_seq_cst)) == 0 &&
+             posting_.load(std::memory_order_seq_cst) == 0;
+    };
     if (timeout_ms < 0) {
       idle_cv_.wait(lk, none_running);
       idle = true;
@@ -207,8 +214,8 @@ int Pool::shutdown(int64_t timeout_ms) {
     return fail(SLUICE_ETIMEDOUT, "sluice_taskpool_shutdown: %u still running at the deadline",
                 running);
   }
-  // The completions of the last tasks were posted before their slots came
-  // back; a call queued after them returns once they have run.
+  // The completions of the last tasks are posted (posting_ is 0); a call
+  // queued after them returns once they have run.
   if (!on_loop) rt_->call([](void *) {}, nullptr);
   return 0;
 }

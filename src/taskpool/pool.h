@@ -134,11 +134,15 @@ struct List {
   }
 };
 
-// Ops decided under mu_ whose delivery is posted to the loop once it is
-// released (each holds a reference taken under the mutex).
+// What a section under mu_ leaves to do once the mutex is released: ops to
+// post to the loop (grants and decided outcomes, each holding a reference
+// taken under the mutex), of which `completions` are finished tasks (see
+// posting_), and idle workers to wake.
 struct Handoff {
   PoolOp *head = nullptr, *tail = nullptr;
+  uint32_t completions = 0, wake = 0;
   void push(PoolOp *op);
+  bool empty() const { return !head && !wake; }
 };
 
 struct Config {
@@ -187,6 +191,7 @@ class Pool final : public mem::Allocated, public ShutdownHook {
   void on_runtime_shutdown() override;
 
   Runtime *runtime() const { return rt_; }
+  bool is_own_worker() const;  // the calling thread is one of our workers
   const char *name() const { return name_; }
 
  private:
@@ -219,7 +224,7 @@ class Pool final : public mem::Allocated, public ShutdownHook {
   void list_op(PoolOp *op);
   void unlist_op(PoolOp *op);
   void note_running(uint32_t used);
-  void dispatch(PoolOp *op);  // task: to the run queue, wake or start a worker
+  void dispatch(PoolOp *op, Handoff &h);  // task: to the run queue; a worker for it
   void adapt(uint64_t run_ns, bool failed);  // one finished piece of work
 
   // ---- no mutex held
@@ -245,8 +250,11 @@ class Pool final : public mem::Allocated, public ShutdownHook {
   // ---- workers (workers.cc)
   bool start_worker();  // under mu_
   void worker_main(uint32_t index);
-  void run_task(PoolOp *op, std::unique_lock<std::mutex> &lk);
-  void post_completion(PoolOp *op);  // under mu_
+  // Under mu_: the next task that may run (kRunning, its start time in
+  // *start), ending on the way those whose deadline passed; or nullptr.
+  PoolOp *take_task(uint64_t *start, Handoff &h);
+  // Under mu_: a task ends with `rc`; its slot goes on.
+  void end_task(PoolOp *op, int rc, Handoff &h);
 
   // ---- hot, shared by every permit call
   alignas(64) std::atomic<uint64_t> state_{0};
@@ -254,6 +262,7 @@ class Pool final : public mem::Allocated, public ShutdownHook {
   std::atomic<uint32_t> free_hint_{0};
   std::atomic<uint32_t> nrecords_{0};
   std::atomic<bool> saturated_{false};  // the limit was reached this window
+  std::atomic<uint32_t> posting_{0};    // task completions decided, not yet posted
 
   // ---- read-only after create
   alignas(64) Runtime *rt_ = nullptr;

@@ -157,7 +157,12 @@ int Pool::place(PoolOp *op, int64_t timeout_ms, const char *fn) {
     op->state = PoolOp::kNew;
     return rc;
   }
-  if (op->state == PoolOp::kReady) dispatch(op);
+  if (op->state == PoolOp::kReady) {
+    Handoff h;
+    dispatch(op, h);
+    lk.unlock();
+    flush(h);
+  }
   return 0;
 }
 
@@ -248,7 +253,7 @@ void Pool::pump(Handoff &h) {
 void Pool::grant(PoolOp *op, Handoff &h) {
   if (op->kind == PoolOp::kTask) {
     op->state = PoolOp::kReady;
-    dispatch(op);  // its wait is counted when it starts
+    dispatch(op, h);  // its wait is counted when it starts
     return;
   }
   uint64_t wait = now() - op->enq_ns;
@@ -271,6 +276,7 @@ void Pool::grant(PoolOp *op, Handoff &h) {
 }
 
 void Pool::flush(Handoff &h) {
+  for (; h.wake; h.wake--) work_cv_.notify_one();
   for (PoolOp *op = h.head, *next; op; op = next) {
     next = op->hnext;
     op->hnext = nullptr;
@@ -279,6 +285,17 @@ void Pool::flush(Handoff &h) {
     if (rt_->post_internal(&PoolOp::posted_cb, op) != 0) op->unref();
   }
   h.head = h.tail = nullptr;
+  if (h.completions) {
+    // The last completion is posted: a shutdown waiting for it may go on
+    // (its call to the loop queues behind the posts).
+    uint32_t n = h.completions;
+    h.completions = 0;
+    if (posting_.fetch_sub(n, std::memory_order_seq_cst) == n &&
+        (state_.load(std::memory_order_seq_cst) & kClosed)) {
+      std::lock_guard<std::mutex> g(mu_);
+      idle_cv_.notify_all();
+    }
+  }
 }
 
 }  // namespace sluice::taskpool

@@ -13,6 +13,14 @@
 
 namespace sluice::taskpool {
 
+namespace {
+// The pool whose worker this thread is, so a task that calls a blocking
+// shutdown of its own pool is told instead of waiting for itself.
+thread_local const Pool *tl_worker_of = nullptr;
+}  // namespace
+
+bool Pool::is_own_worker() const { return tl_worker_of == this; }
+
 bool Pool::start_worker() {
   if (stopping_ || threads_.size() >= max_threads_) return false;
   auto index = uint32_t(threads_.size());
@@ -27,14 +35,16 @@ bool Pool::start_worker() {
   return true;
 }
 
-void Pool::dispatch(PoolOp *op) {
+void Pool::dispatch(PoolOp *op, Handoff &h) {
   // The run queue and then the worker hold a reference: a runtime shutdown
   // may complete the op (and its caller free it) while fn still runs.
   op->ref();
   run_.push(op);
   // A worker that just finished a task looks at the run queue before it
   // sleeps: tasks it will take need neither a wake-up nor a new thread.
-  if (run_.n > returning_ && idle_ > 0) work_cv_.notify_one();
+  // Wake-ups happen once the mutex is released, so the woken worker does
+  // not run straight into it.
+  if (run_.n > returning_ && idle_ > h.wake) h.wake++;
   if (run_.n > uint64_t{idle_} + returning_) start_worker();
 }
 
@@ -45,81 +55,81 @@ void Pool::worker_main(uint32_t index) {
   int room = 15 - slen;
   std::snprintf(thread_name, sizeof thread_name, "%.*s%s", room, name_, suffix);
   pthread_setname_np(pthread_self(), thread_name);
+  tl_worker_of = this;
 
+  // A worker counts in returning_ while it looks at the run queue (it
+  // takes what is there), in idle_ while it sleeps, in neither while a
+  // function runs. start_worker counted it as looking already.
   std::unique_lock<std::mutex> lk(mu_);
-  returning_--;
   for (;;) {
-    if (PoolOp *op = run_.pop()) {
-      run_task(op, lk);
-      continue;
+    Handoff h;
+    uint64_t start = 0;
+    PoolOp *op = take_task(&start, h);
+    // Each task's end and the start of the next share one critical
+    // section; what it decided is posted while the next one runs.
+    while (op) {
+      returning_--;
+      lk.unlock();
+      flush(h);
+      int rc = op->fn(op->ud());
+      uint64_t end = now();
+      uint64_t run = end > start ? end - start : 0;
+      if (monitor_) sluice_monitor_record_id(monitor_, series_run_, run, rc);
+      lk.lock();
+      returning_++;
+      run_ns_ += run;
+      if (rc == 0) completed_++;
+      else failed_++;
+      if (adaptive_) adapt(run, rc != 0);
+      end_task(op, rc, h);
+      op = take_task(&start, h);
     }
+    if (!h.empty()) {
+      lk.unlock();
+      flush(h);
+      lk.lock();
+      continue;  // still looking: tasks may have come meanwhile
+    }
+    returning_--;
     if (stopping_) return;
     idle_++;
     work_cv_.wait(lk);
     idle_--;
-  }
-}
-
-// Under mu_. Posted before the task's slot comes back, so whoever sees
-// the slot back (a shutdown waiting for running work) finds the completion
-// queued ahead of anything it posts itself.
-void Pool::post_completion(PoolOp *op) {
-  op->ref();
-  // A refused post means the runtime is shutting down: its shutdown
-  // completes the op (PoolOp::on_shutdown).
-  if (rt_->post_internal(&PoolOp::posted_cb, op) != 0) op->unref();
-}
-
-// Called and returns with `lk` held; runs the function without it.
-void Pool::run_task(PoolOp *op, std::unique_lock<std::mutex> &lk) {
-  Handoff h;
-  if (op->deadline_ns && sluice_now_ns() >= op->deadline_ns) {
-    // Its slot came from the queue, but too late to start (fewer workers
-    // than slots): it never runs.
-    expired_++;
-    finish(op, SLUICE_ETIMEDOUT);
-    uint64_t t = now();
-    if (monitor_)
-      sluice_monitor_record_id(monitor_, series_wait_, t > op->enq_ns ? t - op->enq_ns : 0,
-                               SLUICE_ETIMEDOUT);
-    post_completion(op);
-    op->unref();
-    give_slot();
     returning_++;
-    pump(h);
-    lk.unlock();
-    flush(h);
-    lk.lock();
-    returning_--;
-    return;
   }
-  op->state = PoolOp::kRunning;
-  uint64_t start = now();
-  uint64_t wait = start > op->enq_ns ? start - op->enq_ns : 0;
-  wait_ns_ += wait;
-  lk.unlock();
+}
 
-  if (monitor_ && op->waited) sluice_monitor_record_id(monitor_, series_wait_, wait, 0);
-  int rc = op->fn(op->ud());
-  uint64_t end = now();
-  uint64_t run = end > start ? end - start : 0;
-  if (monitor_) sluice_monitor_record_id(monitor_, series_run_, run, rc);
+PoolOp *Pool::take_task(uint64_t *start, Handoff &h) {
+  while (PoolOp *op = run_.pop()) {
+    uint64_t t = now();
+    uint64_t wait = t > op->enq_ns ? t - op->enq_ns : 0;
+    if (op->deadline_ns && sluice_now_ns() >= op->deadline_ns) {
+      // Its slot came from the queue, but too late to start (fewer
+      // workers than slots): it never runs.
+      expired_++;
+      if (monitor_) sluice_monitor_record_id(monitor_, series_wait_, wait, SLUICE_ETIMEDOUT);
+      end_task(op, SLUICE_ETIMEDOUT, h);
+      continue;
+    }
+    op->state = PoolOp::kRunning;
+    wait_ns_ += wait;
+    if (monitor_ && op->waited) sluice_monitor_record_id(monitor_, series_wait_, wait, 0);
+    *start = t;
+    return op;
+  }
+  return nullptr;
+}
 
-  lk.lock();
-  returning_++;
-  run_ns_ += run;
-  if (rc == 0) completed_++;
-  else failed_++;
+void Pool::end_task(PoolOp *op, int rc, Handoff &h) {
   finish(op, rc);
-  post_completion(op);
-  op->unref();
+  // Counted until posted, so a shutdown that sees the slot come back also
+  // waits for the completion (see flush).
+  posting_.fetch_add(1, std::memory_order_seq_cst);
+  h.completions++;
+  h.push(op);
+  op->unref();  // the run queue's reference (see dispatch); h holds one
   give_slot();
-  if (adaptive_) adapt(run, rc != 0);
   pump(h);
-  lk.unlock();
-  flush(h);
-  lk.lock();
-  returning_--;
 }
 
 }  // namespace sluice::taskpool
