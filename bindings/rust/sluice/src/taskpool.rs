@@ -292,9 +292,9 @@ impl TaskPool {
     /// waiting ones with `Closed`, then blocks the calling thread up to
     /// `timeout` (None: no limit) for the closures running and the
     /// permits held to finish. Errors: `TimedOut` (work still running; the
-    /// shutdown itself has happened), `Deadlock` (on the loop thread with
-    /// a timeout other than zero: nothing done). Permits may still be
-    /// released afterwards.
+    /// shutdown itself has happened), `Deadlock` (on the loop thread, or
+    /// inside one of this pool's closures, with a timeout other than zero:
+    /// nothing done). Permits may still be released afterwards.
     pub fn shutdown(&self, timeout: Option<Duration>) -> Result<()> {
         check(unsafe { sys::sluice_taskpool_shutdown(self.inner.raw, wait_ms(timeout)) })
     }

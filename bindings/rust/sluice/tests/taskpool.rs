@@ -427,7 +427,7 @@ fn shutdown_closes_the_queue_and_waits_for_the_work() {
 }
 
 #[test]
-fn the_loop_thread_may_not_block() {
+fn the_loop_thread_and_the_pools_closures_may_not_block() {
     let rt = Runtime::new().unwrap();
     let p = pool(&rt, 1);
     let got = Arc::new(Mutex::new(None));
@@ -438,6 +438,10 @@ fn the_loop_thread_may_not_block() {
         *g.lock().unwrap() = Some((blocking.map_err(|e| e.kind()), shutdown.map_err(|e| e.kind())));
     })).unwrap();
     assert_eq!(got.lock().unwrap().take(), Some((Err(ErrorKind::Deadlock), Err(ErrorKind::Deadlock))));
+    // Nor one of the pool's own closures: it would wait for itself.
+    let p2 = p.clone();
+    let r = block_on(p.spawn_blocking(Priority::Normal, move || p2.shutdown(Some(Duration::from_secs(1))))).unwrap();
+    assert_eq!(r.unwrap_err().kind(), ErrorKind::Deadlock);
     // Nothing was done: the pool still takes work.
     drop(p.try_acquire().unwrap());
 }
