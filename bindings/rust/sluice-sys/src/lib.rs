@@ -1,7 +1,7 @@
 //! Raw declarations of libsluice's C API: `sluice/common.h`, `sluice/op.h`,
 //! `sluice/runtime.h`, `sluice/monitor.h`, `sluice/pg.h` and, in their own
-//! modules, `sluice/locks.h`, `sluice/limiter.h`, `sluice/retry.h` and
-//! `sluice/breaker.h`. Written by hand; `tests/header.rs` checks them
+//! modules, `sluice/locks.h`, `sluice/limiter.h`, `sluice/retry.h`,
+//! `sluice/breaker.h` and `sluice/taskpool.h`. Written by hand; `tests/header.rs` checks them
 //! against the installed headers (codes, versions, function names, struct
 //! sizes and field offsets from the C compiler).
 #![allow(non_camel_case_types)]
@@ -11,10 +11,12 @@ use std::os::raw::{c_char, c_int, c_uint, c_void};
 mod limiter;
 mod locks;
 mod retry;
+mod taskpool;
 
 pub use limiter::*;
 pub use locks::*;
 pub use retry::*;
+pub use taskpool::*;
 
 /// `sluice_monitor_window` (a C enum).
 pub type sluice_monitor_window = c_int;

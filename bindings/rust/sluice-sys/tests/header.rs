@@ -39,7 +39,8 @@ fn error_codes_match_the_errno_map() {
 #[test]
 fn every_function_of_the_headers_is_declared() {
     let mut in_headers = BTreeSet::new();
-    for h in ["common.h", "op.h", "runtime.h", "monitor.h", "pg.h", "locks.h", "limiter.h", "retry.h", "breaker.h"] {
+    for h in ["common.h", "op.h", "runtime.h", "monitor.h", "pg.h", "locks.h", "limiter.h", "retry.h", "breaker.h",
+              "taskpool.h"] {
         let text = header(h);
         for chunk in text.split("SLUICE_EXTERN").skip(1) {
             let before_paren = chunk.split('(').next().unwrap();
@@ -51,7 +52,8 @@ fn every_function_of_the_headers_is_declared() {
             }
         }
     }
-    let declared: BTreeSet<String> = [DECLARED, DECLARED_LOCKS, DECLARED_LIMITER, DECLARED_RETRY].concat()
+    let declared: BTreeSet<String> = [DECLARED, DECLARED_LOCKS, DECLARED_LIMITER, DECLARED_RETRY, DECLARED_TASKPOOL]
+        .concat()
         .iter().map(|s| s.to_string()).collect();
     assert_eq!(in_headers, declared);
     assert!(header("runtime.h").contains(&format!(

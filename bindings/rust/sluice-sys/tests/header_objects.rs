@@ -1,6 +1,6 @@
-//! The declarations of locks.h, limiter.h, retry.h and breaker.h against
-//! the installed headers: option versions, limits and enum values, and
-//! every field offset of every struct, as the C compiler lays them out.
+//! The declarations of locks.h, limiter.h, retry.h, breaker.h and taskpool.h
+//! against the installed headers: option versions, limits and enum values,
+//! and every field offset of every struct, as the C compiler lays them out.
 use std::collections::HashMap;
 use std::mem::{offset_of, size_of};
 use std::path::PathBuf;
@@ -109,6 +109,12 @@ fn struct_layouts_match_the_c_compiler() {
         sluice_retry_stats { size, runs, in_flight, attempts, successes_first, successes_after_retry,
                              failures_first, failures_after_retry, budget_refusals, breaker_refusals,
                              deadline_stops, attempt_timeouts, cancelled, late_reports, budget_balance }
+        sluice_taskpool_options { version, max_concurrent, workers, max_queued, on_full, adaptive, min_concurrent,
+                                  max_concurrent_ceiling, target_latency_ns, monitor, name, clock, clock_user_data,
+                                  max_bypass }
+        sluice_taskpool_stats { size, limit, submitted, queued, running, completed, failed, rejected, expired,
+                                cancelled, closed, peak_running, peak_queued, queue_wait_ns_total, run_ns_total,
+                                room_waiting, busy, bad_releases, threads, limit_raised, limit_lowered }
     };
     compare(c, rust);
 }
@@ -126,7 +132,10 @@ fn versions_limits_and_enum_values_match() {
         SLUICE_BREAKER_WINDOW_COUNT, SLUICE_BREAKER_WINDOW_TIME, SLUICE_BREAKER_SUCCESS, SLUICE_BREAKER_FAILURE,
         SLUICE_RETRY_OPTIONS_VERSION, SLUICE_RETRY_JITTER_NONE, SLUICE_RETRY_JITTER_FULL,
         SLUICE_RETRY_JITTER_EQUAL, SLUICE_RETRY_JITTER_DECORRELATED, SLUICE_RETRY_JITTER_SPREAD,
-        SLUICE_RETRY_SUCCESS, SLUICE_RETRY_RETRYABLE, SLUICE_RETRY_PERMANENT
+        SLUICE_RETRY_SUCCESS, SLUICE_RETRY_RETRYABLE, SLUICE_RETRY_PERMANENT,
+        SLUICE_TASKPOOL_OPTIONS_VERSION, SLUICE_TASKPOOL_MAX_CONCURRENT, SLUICE_TASKPOOL_MAX_WORKERS,
+        SLUICE_PRIORITY_HIGH, SLUICE_PRIORITY_NORMAL, SLUICE_PRIORITY_LOW, SLUICE_TASKPOOL_FULL_REJECT,
+        SLUICE_TASKPOOL_FULL_WAIT
     );
     compare(c, rust);
 }

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
-use sluice::{Breaker, BreakerOptions, LockMode, Limiter, LimiterOptions, Locks, LocksOptions, RetryOptions,
-             RetryPolicy, Runtime, Verdict};
+use sluice::{Breaker, BreakerOptions, LockMode, Limiter, LimiterOptions, Locks, LocksOptions, Priority, RetryOptions,
+             RetryPolicy, Runtime, TaskPool, TaskPoolOptions, Verdict};
 
 struct Unpark(std::thread::Thread);
 impl Wake for Unpark {
@@ -55,4 +55,10 @@ fn main() {
     per_op("policy.run, first attempt succeeds", n, |i| {
         block_on(policy.run_classified(|_: &()| Verdict::permanent(), || async move { Ok::<u64, ()>(i) })).unwrap();
     });
+    let tasks = TaskPool::new(&rt, TaskPoolOptions { workers: 1, ..Default::default() }).unwrap();
+    per_op("taskpool.try_acquire + drop permit", n, |_| drop(tasks.try_acquire().unwrap()));
+    per_op("taskpool.acquire(prio).await, slot free + drop", n / 10,
+           |_| drop(block_on(tasks.acquire(Priority::Normal)).unwrap()));
+    per_op("taskpool.spawn_blocking(prio, || i).await", n / 10,
+           |i| assert_eq!(block_on(tasks.spawn_blocking(Priority::Normal, move || i)).unwrap(), i));
 }

@@ -1,6 +1,7 @@
 //! The circuit breaker (`sluice/breaker.h`): stop calling a dependency that
 //! is failing or slow, try it again after a while. Usable alone (a
 //! `Permit` per call) or inside a `RetryPolicy`.
+use std::ffi::CString;
 use std::os::raw::{c_int, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
@@ -11,6 +12,7 @@ use sluice_sys as sys;
 
 use crate::clock::{raw_clock, Clock, ClockBox};
 use crate::error::{check, Error, Result};
+use crate::monitor::Monitor;
 use crate::util::ns;
 
 /// The breaker's state.
@@ -71,6 +73,12 @@ pub struct BreakerOptions {
     /// Time source; None: the coarse monotonic clock.
     pub clock: Option<Clock>,
     pub on_state_change: Option<Arc<StateListener>>,
+    /// Records `<name>.rejected` for every call refused while open and
+    /// `<name>.opened` each time the breaker trips (both with duration 0
+    /// and outcome `Open`); kept alive by the breaker.
+    pub monitor: Option<Arc<Monitor>>,
+    /// Series prefix (default "breaker"; 1..64 bytes).
+    pub name: Option<String>,
 }
 
 impl Default for BreakerOptions {
@@ -78,7 +86,7 @@ impl Default for BreakerOptions {
         BreakerOptions {
             window: BreakerWindow::Count(100), minimum_calls: 10, failure_rate_percent: 50.0, slow_call: None,
             slow_rate_percent: 100.0, open: Duration::from_secs(30), half_open_trials: 3, clock: None,
-            on_state_change: None,
+            on_state_change: None, monitor: None, name: None,
         }
     }
 }
@@ -104,10 +112,12 @@ pub struct BreakerStats {
     pub trials_reported: u32,
 }
 
+/// Frees the C breaker, then what it uses (clock, listener, monitor).
 pub(crate) struct BreakerInner {
     pub(crate) raw: *mut sys::sluice_breaker,
     clock: Option<ClockBox>,
     _listener: Option<Box<Arc<StateListener>>>,
+    _monitor: Option<Arc<Monitor>>,
 }
 
 unsafe impl Send for BreakerInner {}
@@ -143,10 +153,13 @@ unsafe extern "C" fn on_state(ud: *mut c_void, from: c_int, to: c_int, generatio
 
 impl Breaker {
     /// Creates a breaker, CLOSED with an empty window.
-    /// Errors: `Invalid` (an option out of range, named in the message),
-    /// `NoMemory`.
+    /// Errors: `Invalid` (an option out of range, named in the message; a
+    /// name empty, longer than 64 bytes or with a NUL byte), `NoMemory`.
     pub fn new(options: BreakerOptions) -> Result<Breaker> {
         crate::version()?;
+        // The library copies the name; it only has to live through new.
+        let name = options.name.as_deref().map(CString::new).transpose()
+            .map_err(|_| Error::new(sys::SLUICE_EINVAL, "breaker name has a NUL byte"))?;
         let mut o: sys::sluice_breaker_options = unsafe { std::mem::zeroed() };
         check(unsafe { sys::sluice_breaker_options_init(&mut o, sys::SLUICE_BREAKER_OPTIONS_VERSION) })?;
         match options.window {
@@ -174,9 +187,12 @@ impl Breaker {
             o.on_state_change = Some(on_state);
             o.state_user_data = &**l as *const Arc<StateListener> as *mut c_void;
         }
+        o.monitor = options.monitor.as_ref().map_or(ptr::null_mut(), |m| m.raw);
+        o.name = name.as_ref().map_or(ptr::null(), |n| n.as_ptr());
         let mut raw = ptr::null_mut();
         check(unsafe { sys::sluice_breaker_new(&mut raw, ptr::null_mut(), &o) })?;
-        Ok(Breaker { inner: Arc::new(BreakerInner { raw, clock: clock_box, _listener: listener }) })
+        Ok(Breaker { inner: Arc::new(BreakerInner { raw, clock: clock_box, _listener: listener,
+                                                    _monitor: options.monitor }) })
     }
 
     /// "May I call?" A permit, or `ErrorKind::Open` (open and its wait not
@@ -260,6 +276,12 @@ impl Permit {
 
     /// The ticket tying the result to the state that admitted the call.
     pub fn ticket(&self) -> u64 { self.ticket }
+}
+
+impl std::fmt::Debug for Permit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Permit").field("ticket", &self.ticket).finish()
+    }
 }
 
 impl Drop for Permit {

@@ -1,6 +1,6 @@
 //! Safe Rust bindings of libsluice (see bindings/rust/README.md): runtime,
-//! PostgreSQL pool, monitor, keyed locks, rate limiter, retry policy and
-//! circuit breaker.
+//! PostgreSQL pool (with pipelined batches and LISTEN/NOTIFY), monitor,
+//! keyed locks, rate limiter, retry policy, circuit breaker and task pool.
 //!
 //! Waiting operations are futures that work on any executor: the library's
 //! callback runs once on its loop thread, stores the outcome and wakes the
@@ -13,8 +13,11 @@ mod limiter;
 mod locks;
 mod monitor;
 mod pg;
+mod pg_batch;
+mod pg_listen;
 mod retry;
 mod runtime;
+pub mod taskpool;
 mod util;
 
 pub use breaker::{Breaker, BreakerOptions, BreakerState, BreakerStats, BreakerWindow, Permit, StateListener};
@@ -27,6 +30,10 @@ pub use retry::{next_delay, retry_seed, Classify, Jitter, Outcome, RetryError, R
                 RetryStats, Verdict, ATTEMPT_ERROR_CODE};
 pub use pg::{Acquire, Close, ColumnIndex, Conn, ConnQuery, Execute, FromSql, Pool, PoolOptions, PoolStats, Query,
              QueryOptions, Rows, ToParam};
+pub use pg_batch::{Batch, BatchError, BatchResults, BatchRun, ConnBatch};
+pub use pg_listen::{Listener, Notification, Recv, DEFAULT_LISTEN_CAPACITY};
+pub use taskpool::{Adaptive, Permit as TaskPermit, PermitFuture, Priority, SpawnBlocking, TaskPool, TaskPoolFull,
+                   TaskPoolOptions, TaskPoolStats};
 pub use runtime::{Memory, Post, Runtime, RuntimeBuilder, Sleep, Stats};
 
 /// The library major these bindings were written for.

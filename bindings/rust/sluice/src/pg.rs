@@ -17,7 +17,7 @@ use crate::runtime::{on_status, release_shared, status_result, RawRuntime, Runti
 
 fn ms32(d: Duration) -> u32 { u32::try_from(d.as_millis()).unwrap_or(u32::MAX) }
 
-fn cstring(what: &str, s: &str) -> Result<CString> {
+pub(crate) fn cstring(what: &str, s: &str) -> Result<CString> {
     CString::new(s).map_err(|_| Error::new(sys::SLUICE_EINVAL, format!("{what} has a NUL byte")))
 }
 
@@ -86,7 +86,7 @@ impl Default for QueryOptions {
 impl QueryOptions {
     pub fn timeout(d: Duration) -> QueryOptions { QueryOptions { timeout: d, ..Default::default() } }
 
-    fn raw(&self) -> sys::sluice_pg_query_options {
+    pub(crate) fn raw(&self) -> sys::sluice_pg_query_options {
         let mut flags = 0;
         if self.idempotent { flags |= sys::SLUICE_PG_IDEMPOTENT; }
         if self.no_prepare { flags |= sys::SLUICE_PG_NO_PREPARE; }
@@ -198,9 +198,11 @@ impl ColumnIndex for &str {
 }
 
 /// The rows of a successful statement (text format). Immutable; may be
-/// read from any thread. Freed on drop.
+/// read from any thread. Freed on drop (a statement's rows in a batch
+/// belong to the batch's results instead, and only borrow them).
 pub struct Rows {
     raw: *mut sys::sluice_pg_result,
+    owned: bool,
 }
 
 unsafe impl Send for Rows {}
@@ -242,8 +244,17 @@ impl Rows {
     }
 }
 
+impl Rows {
+    /// A view of a result the batch owns; never freed through it.
+    pub(crate) fn borrowed(raw: *const sys::sluice_pg_result) -> Rows { Rows { raw: raw as *mut _, owned: false } }
+}
+
 impl Drop for Rows {
-    fn drop(&mut self) { unsafe { sys::sluice_pg_result_free(self.raw) } }
+    fn drop(&mut self) {
+        if self.owned {
+            unsafe { sys::sluice_pg_result_free(self.raw) }
+        }
+    }
 }
 
 impl std::fmt::Debug for Rows {
@@ -255,8 +266,8 @@ impl std::fmt::Debug for Rows {
 // ---- the pool ---------------------------------------------------------------
 
 /// Frees the pool, then what it needs: the monitor, then the runtime.
-struct PoolInner {
-    raw: *mut sys::sluice_pg_pool,
+pub(crate) struct PoolInner {
+    pub(crate) raw: *mut sys::sluice_pg_pool,
     _monitor: Option<Arc<Monitor>>,
     _rt: Arc<RawRuntime>,
 }
@@ -277,7 +288,7 @@ impl Drop for PoolInner {
 /// keeps its runtime (and monitor) alive until then.
 #[derive(Clone)]
 pub struct Pool {
-    inner: Arc<PoolInner>,
+    pub(crate) inner: Arc<PoolInner>,
 }
 
 /// The pool's figures (a subset of `sluice_pg_pool_stats`).
@@ -497,7 +508,7 @@ impl Future for Query {
         if r.0.is_null() {
             return Poll::Ready(Err(Error::new(if status == 0 { sys::SLUICE_ENOMEM } else { status }, "")));
         }
-        let rows = Rows { raw: r.0 }; // frees the result on every path
+        let rows = Rows { raw: r.0, owned: true }; // frees the result on every path
         if status == 0 {
             Poll::Ready(Ok(rows))
         } else {
@@ -631,8 +642,8 @@ impl Drop for Acquire {
 /// enforced by `&mut self`), so it carries transactions. Released on drop;
 /// a connection left inside a transaction is rolled back by the pool.
 pub struct Conn {
-    raw: *mut sys::sluice_pg_conn,
-    pool: Arc<PoolInner>,
+    pub(crate) raw: *mut sys::sluice_pg_conn,
+    pub(crate) pool: Arc<PoolInner>,
 }
 
 unsafe impl Send for Conn {}

@@ -1,11 +1,12 @@
 //! The circuit breaker on an injected clock: tripping on failures and on
 //! slow calls, the open wait to the nanosecond, half-open trials, permits
-//! given back, stale results, the state listener and bad options.
+//! given back, stale results, the state listener, the monitor's series and
+//! bad options.
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use sluice::{Breaker, BreakerOptions, BreakerState, BreakerWindow, ErrorKind, ManualClock};
+use sluice::{Breaker, BreakerOptions, BreakerState, BreakerWindow, ErrorKind, ManualClock, Monitor};
 
 const SEC: Duration = Duration::from_secs(1);
 
@@ -118,4 +119,58 @@ fn bad_options_are_named() {
         assert_eq!(e.kind(), ErrorKind::Invalid);
         assert!(e.message().contains(field), "{e}");
     }
+}
+
+#[test]
+fn the_monitor_sees_trips_and_refusals_under_the_name() {
+    let clock = ManualClock::default();
+    let mon = Arc::new(Monitor::new(None).unwrap());
+    let b = Breaker::new(BreakerOptions {
+        window: BreakerWindow::Count(2), minimum_calls: 2, open: SEC, half_open_trials: 1,
+        clock: Some(clock.clock()), monitor: Some(mon.clone()), name: Some("ai".into()), ..Default::default()
+    }).unwrap();
+    assert_eq!(Arc::strong_count(&mon), 2, "the breaker keeps the monitor");
+    let count = |name: &str| mon.op(name).unwrap().map(|s| (s.count, s.errors));
+    b.allow().unwrap().success().unwrap();
+    // The series may exist before anything is recorded: compare counts.
+    assert_eq!(count("ai.opened").map_or(0, |c| c.0), 0);
+    b.allow().unwrap().failure().unwrap(); // 1 of 2: the 50% default
+    assert_eq!(b.state(), BreakerState::Open);
+    assert_eq!(count("ai.opened"), Some((1, 1)));
+    for _ in 0..3 {
+        assert_eq!(b.allow().unwrap_err().kind(), ErrorKind::Open);
+    }
+    assert_eq!(count("ai.rejected"), Some((3, 3)));
+    assert_eq!(b.stats().unwrap().refused, 3);
+    // The trial fails: the breaker opens again, a second trip.
+    clock.advance(SEC);
+    b.allow().unwrap().failure().unwrap();
+    assert_eq!(b.state(), BreakerState::Open);
+    assert_eq!(count("ai.opened"), Some((2, 2)));
+    assert_eq!(count("ai.rejected"), Some((3, 3)));
+    assert_eq!(count("breaker.opened").map_or(0, |c| c.0), 0);
+    drop(b);
+    assert_eq!(Arc::strong_count(&mon), 1);
+
+    // Without a name the series are "breaker.*".
+    let b = Breaker::new(BreakerOptions {
+        window: BreakerWindow::Count(1), minimum_calls: 1, monitor: Some(mon.clone()), ..Default::default()
+    }).unwrap();
+    b.allow().unwrap().failure().unwrap();
+    assert_eq!(b.allow().unwrap_err().kind(), ErrorKind::Open);
+    assert_eq!(count("breaker.opened"), Some((1, 1)));
+    assert_eq!(count("breaker.rejected"), Some((1, 1)));
+}
+
+#[test]
+fn bad_names_are_refused() {
+    let mon = Arc::new(Monitor::new(None).unwrap());
+    for name in ["".to_string(), "x".repeat(65), "a\0b".to_string()] {
+        let e = Breaker::new(BreakerOptions { monitor: Some(mon.clone()), name: Some(name.clone()), ..Default::default() })
+            .err().unwrap();
+        assert_eq!(e.kind(), ErrorKind::Invalid, "{name:?}");
+        assert!(e.message().contains("name"), "{e}");
+    }
+    assert_eq!(Arc::strong_count(&mon), 1, "a refused breaker keeps nothing");
+    Breaker::new(BreakerOptions { name: Some("x".repeat(64)), ..Default::default() }).unwrap();
 }
