@@ -379,6 +379,14 @@ static void test_pipelined_batch(void **state) {
   assert_string_equal(sluice_pg_result_sqlstate(sluice_pg_batch_result(b, 1)), "23505");
   assert_int_equal(sluice_pg_result_status(sluice_pg_batch_result(b, 2)), SLUICE_ECANCELED);
   assert_int_equal(tu_pg_long("select count(*) from t_basic where id = 310"), 0);
+
+  /* The same batch run again replaces its results (once freed twice: ASan). */
+  st = 1;
+  assert_ok(sluice_pg_pool_batch(p, b, NULL, tu_batch_cb_for_tests, &st, NULL, &op));
+  assert_ok(sluice_op_wait(op, -1, NULL));
+  sluice_op_free(op);
+  assert_int_equal(st, SLUICE_EPG);
+  assert_string_equal(sluice_pg_result_sqlstate(sluice_pg_batch_result(b, 1)), "23505");
   sluice_pg_batch_free(b);
   tu_pool_close(p, 1000);
 }
