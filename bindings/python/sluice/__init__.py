@@ -1,6 +1,6 @@
-"""sluice for Python: the runtime, keyed locks, rate limits, retry policies,
-the circuit breaker, the PostgreSQL pool and the monitor of libsluice, with
-asyncio awaitables (see README.md). Importing it loads the library and
+"""sluice for Python: the runtime, keyed locks, rate limits, the task pool,
+retry policies, the circuit breaker, the PostgreSQL pool and the monitor
+of libsluice, with asyncio awaitables (see README.md). Importing it loads the library and
 checks its major version (see _lib)."""
 from ._lib import ABI_MAJOR, lib
 from .errors import *  # noqa: F401,F403  (every error class)
@@ -12,6 +12,7 @@ from .monitor import Monitor
 from .locks import Locks, Guard, LockRequest
 from .limiter import Limiter, LimitResult, check_many
 from .breaker import Breaker
+from .taskpool import TaskPool, Permit, SlotRequest
 from .retry import RetryPolicy, retry, retry_with_backoff, default_classify
 from ._args import ManualClock
 

@@ -50,6 +50,8 @@ NOTIFY_CB = ctypes.CFUNCTYPE(None, c_void_p, c_char_p, c_char_p, c_int)
 CLOCK_CB = ctypes.CFUNCTYPE(c_u64, c_void_p)
 HELD_CB = ctypes.CFUNCTYPE(None, c_void_p, c_void_p, c_size, c_u64, c_u64)
 STATE_CB = ctypes.CFUNCTYPE(None, c_void_p, c_int, c_int, c_u64)
+# sluice_task_fn: runs on a task pool worker thread; returns the task's status.
+TASK_FN = ctypes.CFUNCTYPE(c_int, c_void_p)
 
 
 class Buf(ctypes.Structure):
@@ -211,6 +213,22 @@ class RetryStats(ctypes.Structure):
         ("budget_balance", ctypes.c_double)]
 
 
+class TaskPoolOptions(ctypes.Structure):
+    _fields_ = [("version", c_uint), ("max_concurrent", c_u32), ("workers", c_u32),
+                ("max_queued", c_u32), ("on_full", c_int), ("adaptive", c_int),
+                ("min_concurrent", c_u32), ("max_concurrent_ceiling", c_u32),
+                ("target_latency_ns", c_u64), ("monitor", c_void_p), ("name", c_char_p),
+                ("clock", CLOCK_CB), ("clock_user_data", c_void_p), ("max_bypass", c_u32)]
+
+
+class TaskPoolStats(ctypes.Structure):
+    _fields_ = [("size", c_size)] + [(n, c_u64) for n in (
+        "limit", "submitted", "queued", "running", "completed", "failed", "rejected", "expired",
+        "cancelled", "closed", "peak_running", "peak_queued", "queue_wait_ns_total",
+        "run_ns_total", "room_waiting", "busy", "bad_releases", "threads", "limit_raised",
+        "limit_lowered")]
+
+
 _P = ctypes.POINTER
 _PROTOTYPES = {
     # common.h
@@ -334,6 +352,20 @@ _PROTOTYPES = {
     "sluice_retry_next_delay": (c_int, [_P(RetryOptions), c_u32, c_u64, _P(c_u64), _P(c_u64)]),
     "sluice_retry_seed": (c_u64, [c_u64, c_u64]),
     "sluice_retry_stats_get": (c_int, [c_void_p, _P(RetryStats)]),
+    # taskpool.h
+    "sluice_taskpool_options_init": (c_int, [_P(TaskPoolOptions), c_uint]),
+    "sluice_taskpool_new": (c_int, [_P(c_void_p), c_void_p, _P(TaskPoolOptions)]),
+    "sluice_taskpool_free": (None, [c_void_p]),
+    "sluice_taskpool_submit": (c_int, [c_void_p, TASK_FN, c_int, c_i64, STATUS_CB, c_void_p,
+                                       FREE_CB, _P(c_void_p)]),
+    "sluice_taskpool_try_acquire": (c_int, [c_void_p, _P(c_void_p)]),
+    "sluice_taskpool_acquire": (c_int, [c_void_p, c_int, c_i64, ACQUIRE_CB, c_void_p, FREE_CB,
+                                        _P(c_void_p)]),
+    "sluice_taskpool_acquire_wait": (c_int, [c_void_p, c_int, c_i64, _P(c_void_p)]),
+    "sluice_taskpool_release": (c_int, [c_void_p, c_void_p, c_int]),
+    "sluice_taskpool_resize": (c_int, [c_void_p, c_u32]),
+    "sluice_taskpool_shutdown": (c_int, [c_void_p, c_i64]),
+    "sluice_taskpool_stats_get": (c_int, [c_void_p, _P(TaskPoolStats)]),
 }
 
 for _name, (_res, _args) in _PROTOTYPES.items():
@@ -349,6 +381,7 @@ LOCKS_OPTIONS_VERSION = 1
 LIMITER_OPTIONS_VERSION = 1
 BREAKER_OPTIONS_VERSION = 2
 RETRY_OPTIONS_VERSION = 1
+TASKPOOL_OPTIONS_VERSION = 1
 
 
 def take_buf(buf):

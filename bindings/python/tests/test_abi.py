@@ -37,6 +37,8 @@ STRUCTS = {
     _lib.BreakerStats: "sluice_breaker_stats",
     _lib.RetryOptions: "sluice_retry_options",
     _lib.RetryStats: "sluice_retry_stats",
+    _lib.TaskPoolOptions: "sluice_taskpool_options",
+    _lib.TaskPoolStats: "sluice_taskpool_stats",
 }
 
 
