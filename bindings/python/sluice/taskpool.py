@@ -16,7 +16,7 @@ _log = logging.getLogger("sluice")
 
 PRIORITIES = {"high": 0, "normal": 1, "low": 2}
 _FULL = {"reject": 0, "wait": 1}
-_EAGAIN, _ECANCELED, _EINTERNAL = -8, -5, -13
+_EAGAIN, _ECANCELED, _ETIMEDOUT, _EINTERNAL = -8, -5, -6, -13
 
 
 def _outcome_of(exc):
@@ -30,6 +30,15 @@ def _outcome_of(exc):
     if isinstance(exc, asyncio.CancelledError):
         return _ECANCELED
     return _EINTERNAL
+
+
+def _finished(rc):
+    """A shutdown's return: True if all work had finished, False at the
+    deadline with work still running; other errors raise."""
+    if rc == _ETIMEDOUT:
+        return False
+    check(rc)
+    return True
 
 
 class Permit:
@@ -360,9 +369,10 @@ class TaskPool:
         """Stops accepting work (later requests raise ClosedError), ends
         every waiting request with ClosedError, and waits up to `timeout`
         seconds (None: no limit) for calls running and permits held to
-        finish; TimedOutError if some still run then (the shutdown itself
-        has happened). Nothing is interrupted. Permits may still be
-        released and stats() read afterwards.
+        finish. Returns True if everything had finished, False if some
+        work still ran at the deadline (the shutdown itself has happened;
+        nothing is interrupted). Permits may still be released and stats()
+        read afterwards.
 
         On a thread running an asyncio loop only timeout=0 is allowed
         (waiting there would stop the tasks that release their permits):
@@ -371,18 +381,18 @@ class TaskPool:
         ms = _args.timeout_ms(timeout)
         if ms != 0:
             _args.no_running_loop("TaskPool.shutdown with a timeout other than 0")
-        check(lib.sluice_taskpool_shutdown(self.handle, ms))
+        return _finished(lib.sluice_taskpool_shutdown(self.handle, ms))
 
     async def drain(self, timeout=None):
         """shutdown(timeout) from asyncio: the wait happens on a helper
         thread (the call releases the GIL), so this loop's tasks can still
-        release their permits meanwhile."""
+        release their permits meanwhile. True if everything had finished."""
         ms = _args.timeout_ms(timeout)
         h = self.handle
-        check(lib.sluice_taskpool_shutdown(h, 0))  # closes the queue now, in this thread
-        rc = await asyncio.get_running_loop().run_in_executor(
-            None, lib.sluice_taskpool_shutdown, h, ms)
-        check(rc)
+        if _finished(lib.sluice_taskpool_shutdown(h, 0)):  # closes the queue now, in this thread
+            return True
+        return _finished(await asyncio.get_running_loop().run_in_executor(
+            None, lib.sluice_taskpool_shutdown, h, ms))
 
     def stats(self):
         """Figures as a dict: limit, submitted, queued, running, completed,
