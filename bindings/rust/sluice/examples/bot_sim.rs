@@ -162,14 +162,12 @@ fn run(o: Options) -> ExitCode {
     let sim = Arc::new(sim);
     let slots: Vec<executor::Task> = (0..inflight).map(|_| Box::pin(message::slot(sim.clone())) as executor::Task)
         .collect();
-    let handles = executor::spawn_all(threads, slots);
-    report::progress(&sim, || handles.iter().all(|h| h.is_finished()));
-    let mut panicked = false;
-    for h in handles {
-        panicked |= h.join().is_err();
-    }
+    let running = executor::spawn_all(threads, slots);
+    report::progress(&sim, || running.finished());
     let seconds = sim.start.elapsed().as_secs_f64();
-    let ok = !panicked && report::report(&sim, seconds);
+    let tasks_ok = running.join();
+    // A panicked task lost its message: the check shows it too.
+    let ok = report::report(&sim, seconds) && tasks_ok;
     // Nothing runs any more; wait for AI closures still on the workers.
     let _ = sim.tasks.shutdown(Some(Duration::from_secs(10)));
     if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
