@@ -11,3 +11,10 @@ trap '"$root/scripts/pgtmp.sh" stop "$SLUICE_PG_DIR"' EXIT
 cd "$here"
 go vet ./...
 go test -race -count=1 "$@" ./...
+# End to end: the bot simulation through the binding against the same
+# server; it exits non-zero if the points stored do not match the messages.
+prom=$(mktemp "${TMPDIR:-/tmp}/botsim.XXXXXX.prom")
+trap 'rm -f "$prom"; "$root/scripts/pgtmp.sh" stop "$SLUICE_PG_DIR"' EXIT
+go run ./cmd/botsim --messages=2000 --users=200 --ai-ms=2 --quiet --prom="$prom" >/dev/null
+echo "botsim e2e: OK"
+
