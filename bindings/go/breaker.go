@@ -9,6 +9,7 @@ import (
 	"context"
 	"fmt"
 	"runtime"
+	"strings"
 	"sync"
 	"time"
 	"unsafe"
@@ -68,6 +69,13 @@ type BreakerOptions struct {
 	// Classify decides, for Do, which errors count as the dependency's
 	// failures (OutcomeRetryable); default DefaultClassify.
 	Classify Classifier
+	// Monitor, if set, receives "<Name>.opened" each time the breaker
+	// trips and "<Name>.rejected" for every call refused while open (both
+	// with duration 0 and outcome ErrOpen). The breaker keeps it until the
+	// breaker is freed; if the monitor is made on a runtime, closing that
+	// runtime frees the breaker (and the policies given it) first.
+	Monitor *Monitor
+	Name    string // series prefix; default "breaker" (1..64 bytes)
 }
 
 // Breaker is a circuit breaker (sluice/breaker.h): it stops calls to a
@@ -152,6 +160,14 @@ func NewBreaker(o BreakerOptions) (*Breaker, error) {
 	if o.OpenFor != 0 {
 		opts.open_ms = C.int64_t(msCeil(o.OpenFor))
 	}
+	if strings.IndexByte(o.Name, 0) >= 0 {
+		return nil, newError(CodeInvalid, "BreakerOptions.Name contains a NUL byte")
+	}
+	if o.Name != "" {
+		name := C.CString(o.Name) // copied by the library
+		defer C.free(unsafe.Pointer(name))
+		opts.name = name
+	}
 	c := &breakerCore{classify: o.Classify, clock: o.Clock}
 	if c.classify == nil {
 		c.classify = DefaultClassify
@@ -164,15 +180,44 @@ func NewBreaker(o BreakerOptions) (*Breaker, error) {
 		listener = newHandle(&stateListener{fn: o.OnStateChange})
 		obj.after = append(obj.after, func() { dropHandle(listener) })
 	}
-	var p *C.sluice_breaker
-	C.sg_breaker_new(&r, &p, &opts, o.Clock.cptr(), listener)
-	if err := resultErr(&r); err != nil {
+	// Freed after the policies that use it (rank 0), before the monitor.
+	obj.rank = 1
+	create := func(mp *C.sluice_monitor) error {
+		opts.monitor = mp
+		var p *C.sluice_breaker
+		var r C.sg_result
+		C.sg_breaker_new(&r, &p, &opts, o.Clock.cptr(), listener)
+		if err := resultErr(&r); err != nil {
+			return err
+		}
+		obj.ptr = unsafe.Pointer(p)
+		return nil
+	}
+	var err error
+	if o.Monitor != nil {
+		err = o.Monitor.c.attachAny(func(mp *C.sluice_monitor, deps *depSet) error {
+			if err := create(mp); err != nil {
+				return err
+			}
+			obj.after = append(obj.after, o.Monitor.c.releaseUse)
+			if deps != nil {
+				obj.deps = deps
+				if !deps.add(obj) { // the monitor's runtime is closing
+					C.sluice_breaker_free((*C.sluice_breaker)(obj.ptr))
+					return newError(CodeClosed, "BreakerOptions.Monitor's runtime is closing")
+				}
+			}
+			return nil
+		})
+	} else {
+		err = create(nil)
+	}
+	if err != nil {
 		if listener != 0 {
 			dropHandle(listener)
 		}
 		return nil, err
 	}
-	obj.ptr = unsafe.Pointer(p)
 	c.o = obj
 	b := &Breaker{c: c}
 	runtime.SetFinalizer(b, func(b *Breaker) { b.Close() }) // a safety net only
@@ -194,6 +239,14 @@ func (b *Breaker) Close() error {
 		c.o.free()
 	}
 	return nil
+}
+
+// deps is the runtime set the breaker is freed with (its monitor's
+// runtime), or nil.
+func (c *breakerCore) depSet() *depSet {
+	c.o.mu.RLock()
+	defer c.o.mu.RUnlock()
+	return c.o.deps
 }
 
 // acquireUse gives a policy the breaker's pointer and keeps the breaker

@@ -3,6 +3,7 @@ package sluice
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -240,5 +241,65 @@ func TestBreakerBadInput(t *testing.T) {
 	}
 	if err := b.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestBreakerMonitorSeesOpenedAndRejected(t *testing.T) {
+	rt := newRuntime(t)
+	mon, err := NewMonitor(rt, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mon.Close()
+	b, err := NewBreaker(BreakerOptions{WindowCalls: 4, MinimumCalls: 2, Monitor: mon, Name: "ai.breaker",
+		OpenFor: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	for i := 0; i < 2; i++ {
+		tk, err := b.Allow()
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.RecordFailure(tk, time.Millisecond)
+	}
+	for i := 0; i < 3; i++ {
+		if _, err := b.Allow(); !errors.Is(err, ErrOpen) {
+			t.Fatalf("Allow on an open breaker: %v", err)
+		}
+	}
+	ops, err := mon.Stats(WindowAll)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]OpStats{}
+	for _, op := range ops {
+		got[op.Name] = op
+	}
+	if op := got["ai.breaker.opened"]; op.Count != 1 || op.Errors != 1 {
+		t.Errorf("ai.breaker.opened: %+v, want one failed sample", op)
+	}
+	if op := got["ai.breaker.rejected"]; op.Count != 3 || op.Errors != 3 {
+		t.Errorf("ai.breaker.rejected: %+v, want three failed samples", op)
+	}
+	// A policy using the breaker is freed before it when the runtime closes.
+	p, err := NewPolicy(PolicyOptions{Breaker: b})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if _, err := NewBreaker(BreakerOptions{Monitor: mon, Name: ""}); err != nil {
+		t.Fatalf("default name: %v", err)
+	}
+	if _, err := NewBreaker(BreakerOptions{Monitor: mon, Name: strings.Repeat("x", 65)}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("65-byte name: %v, want ErrInvalid", err)
+	}
+	closeAndCheckHandles(t, rt)
+	if _, err := b.Stats(); !errors.Is(err, ErrClosed) {
+		t.Fatalf("breaker after its monitor's runtime closed: %v", err)
+	}
+	if err := p.Do(context.Background(), func(context.Context) error { return nil }); !errors.Is(err, ErrClosed) {
+		t.Fatalf("policy after its breaker's runtime closed: %v", err)
 	}
 }

@@ -90,3 +90,11 @@ func sluiceGoLockHeld(h C.uintptr_t, key unsafe.Pointer, n C.size_t, token, held
 func sluiceGoBreakerState(h C.uintptr_t, from, to C.int, generation C.uint64_t) {
 	cgo.Handle(h).Value().(*stateListener).changed(int(from), int(to), uint64(generation))
 }
+
+// sluiceGoTaskRun runs a submitted task's Go function on one of the task
+// pool's worker threads and returns its status (taskpool.go).
+//
+//export sluiceGoTaskRun
+func sluiceGoTaskRun(h C.uintptr_t) C.int {
+	return C.int(cgo.Handle(h).Value().(*taskCall).run())
+}

@@ -115,7 +115,7 @@ func (m *Monitor) Close() error {
 	return nil
 }
 
-func (c *monitorCore) freeRank() int { return 1 } // after the pools that record into it
+func (c *monitorCore) freeRank() int { return 2 } // after the pools and breakers that record into it
 
 func (c *monitorCore) free() {
 	c.mu.Lock()

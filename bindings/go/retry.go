@@ -244,9 +244,22 @@ func NewPolicy(o PolicyOptions) (*Policy, error) {
 		obj.ptr = unsafe.Pointer(ptr)
 		return nil
 	}
+	// A breaker that records into a runtime's monitor is freed when that
+	// runtime closes; the policy holding it must go first, so it joins the
+	// same set (one set only: both monitors must share the runtime).
+	var breakerDeps *depSet
+	if o.Breaker != nil {
+		breakerDeps = o.Breaker.c.depSet()
+	}
 	var err error
 	if o.Monitor != nil {
 		err = o.Monitor.c.attachAny(func(mp *C.sluice_monitor, deps *depSet) error {
+			if deps != nil && breakerDeps != nil && deps != breakerDeps {
+				return newError(CodeInvalid, "PolicyOptions.Monitor and the breaker's monitor are on different runtimes")
+			}
+			if deps == nil {
+				deps = breakerDeps
+			}
 			if err := create(mp); err != nil {
 				return err
 			}
@@ -262,6 +275,13 @@ func NewPolicy(o PolicyOptions) (*Policy, error) {
 		})
 	} else {
 		err = create(nil)
+		if err == nil && breakerDeps != nil {
+			obj.deps = breakerDeps
+			if !breakerDeps.add(obj) {
+				C.sluice_retry_free((*C.sluice_retry)(obj.ptr))
+				err = newError(CodeClosed, "the breaker's monitor's runtime is closing")
+			}
+		}
 	}
 	if err != nil {
 		if o.Breaker != nil {

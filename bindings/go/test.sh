@@ -11,3 +11,14 @@ trap '"$root/scripts/pgtmp.sh" stop "$SLUICE_PG_DIR"' EXIT
 cd "$here"
 go vet ./...
 go test -race -count=1 "$@" ./...
+# End to end: the bot simulation through the binding against the same
+# server; it exits non-zero if the points stored do not match the messages.
+prom=$(mktemp "${TMPDIR:-/tmp}/botsim.XXXXXX.prom")
+trap 'rm -f "$prom"; "$root/scripts/pgtmp.sh" stop "$SLUICE_PG_DIR"' EXIT
+if ! out=$(go run ./cmd/botsim --messages=2000 --users=200 --ai-ms=2 --quiet --prom="$prom" 2>&1); then
+  printf '%s\n' "$out"
+  echo "botsim e2e: FAILED" >&2
+  exit 1
+fi
+echo "botsim e2e: OK"
+
