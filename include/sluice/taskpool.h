@@ -50,9 +50,9 @@
  * Adaptive limit (optional, off by default). The limit follows the load
  * between min_concurrent and max_concurrent_ceiling: after every `limit`
  * finished pieces of work it drops by a quarter if more than 10% of them
- * failed or ran longer than target_latency_ns, and rises by one if none of
- * that happened and the limit was reached during the window. See
- * docs/taskpool.md for the exact rule.
+ * failed or ran longer than target_latency_ns; otherwise it rises by one
+ * if the limit was reached during that window. See docs/taskpool.md for
+ * the exact rule.
  *
  * Figures. Every request that passed the argument checks is counted once
  * in `submitted` and, once it has finished, once in completed, failed,
