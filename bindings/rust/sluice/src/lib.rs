@@ -9,6 +9,7 @@
 mod breaker;
 mod clock;
 mod error;
+mod grant;
 mod limiter;
 mod locks;
 mod monitor;

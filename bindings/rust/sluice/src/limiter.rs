@@ -4,7 +4,7 @@
 //! and an injectable clock.
 use std::ffi::CString;
 use std::future::Future;
-use std::os::raw::{c_int, c_void};
+use std::os::raw::c_int;
 use std::pin::Pin;
 use std::ptr;
 use std::sync::Arc;
@@ -17,7 +17,7 @@ use crate::clock::{raw_clock, Clock, ClockBox};
 use crate::error::{check, Error, Result};
 use crate::monitor::Monitor;
 use crate::runtime::{on_status, release_shared, status_result, RawRuntime, Runtime, Shared};
-use crate::util::{key_parts, ns, timeout_ms, OpHandle};
+use crate::util::{key_parts, ns, start_op, timeout_ms, OpHandle};
 
 /// The limiting algorithm (docs/limiter.md explains how to pick one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -270,18 +270,13 @@ impl Limiter {
     /// the units were taken (there is nothing to give back).
     pub fn acquire_with(&self, key: impl AsRef<[u8]>, cost: u64, timeout: Option<Duration>) -> LimitAcquire {
         let shared = Arc::new(Shared::default());
-        let ud = Arc::into_raw(shared.clone()) as *mut c_void;
         let (k, len) = key_parts(key.as_ref());
-        let mut op = ptr::null_mut();
-        let rc = unsafe {
+        let started = start_op(&shared, |ud, op| unsafe {
             sys::sluice_limiter_acquire(self.inner.raw, k, len, cost, timeout_ms(timeout), Some(on_status), ud,
-                                        Some(release_shared), &mut op)
-        };
-        if rc != 0 {
-            unsafe { drop(Arc::from_raw(ud as *const Shared)) };
-            return LimitAcquire { shared, _op: OpHandle::none(), _limiter: self.inner.clone(), error: Some(Error::last(rc)) };
-        }
-        LimitAcquire { shared, _op: OpHandle(op), _limiter: self.inner.clone(), error: None }
+                                        Some(release_shared), op)
+        });
+        let (op, error) = match started { Ok(op) => (op, None), Err(e) => (OpHandle::none(), Some(e)) };
+        LimitAcquire { shared, _op: op, _limiter: self.inner.clone(), error }
     }
 
     /// The blocking form of `acquire_with`. Errors: as its outcome, and

@@ -6,16 +6,17 @@ use std::os::raw::{c_int, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::ptr;
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker};
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use sluice_sys as sys;
 
-use crate::error::{check, Error, Result};
+use crate::error::{check, Result};
+use crate::grant::GrantWait;
 use crate::monitor::Monitor;
 use crate::runtime::{RawRuntime, Runtime};
-use crate::util::{key_parts, timeout_ms, OpHandle};
+use crate::util::{key_parts, timeout_ms};
 
 /// How a key is held.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -221,16 +222,7 @@ impl Locks {
 
     fn start(&self, call: impl FnOnce(sys::sluice_lock_cb, *mut c_void, sys::sluice_free_cb,
                                       *mut *mut sys::sluice_op) -> c_int) -> LockFuture {
-        let shared = Arc::new(LockShared { locks: self.inner.raw, state: Mutex::default() });
-        let ud = Arc::into_raw(shared.clone()) as *mut c_void;
-        let mut op = ptr::null_mut();
-        let rc = call(Some(on_lock), ud, Some(release_lock_shared), &mut op);
-        if rc != 0 {
-            // Nothing was taken: the library will not release the handle.
-            unsafe { drop(Arc::from_raw(ud as *const LockShared)) };
-            return LockFuture { shared, _op: OpHandle::none(), locks: self.inner.clone(), error: Some(Error::last(rc)) };
-        }
-        LockFuture { shared, _op: OpHandle(op), locks: self.inner.clone(), error: None }
+        LockFuture { wait: GrantWait::start(self.inner.raw, call), locks: self.inner.clone() }
     }
 
     /// Blocks the calling thread for `key` (None: no deadline). Errors: as
@@ -316,94 +308,20 @@ impl std::fmt::Debug for LockGuard {
 
 // ---- waiting ----------------------------------------------------------------
 
-#[derive(Default)]
-struct LockState {
-    outcome: Option<(c_int, usize)>,
-    waker: Option<Waker>,
-    /// The future is gone: a grant that arrives now is released at once.
-    abandoned: bool,
-}
-
-/// What the loop thread and the future share. The manager pointer is only
-/// used inside the callback, when the manager is alive by contract (free
-/// completes pending waits before it returns).
-struct LockShared {
-    locks: *mut sys::sluice_locks,
-    state: Mutex<LockState>,
-}
-
-unsafe impl Send for LockShared {}
-unsafe impl Sync for LockShared {}
-
-unsafe extern "C" fn on_lock(ud: *mut c_void, status: c_int, guard: *mut sys::sluice_lock_guard) {
-    let shared = &*(ud as *const LockShared);
-    let (waker, orphan) = {
-        let mut s = shared.state.lock().unwrap_or_else(|e| e.into_inner());
-        if s.abandoned {
-            (None, status == 0 && !guard.is_null())
-        } else {
-            s.outcome = Some((status, guard as usize));
-            (s.waker.take(), false)
-        }
-    };
-    if orphan {
-        // Granted after the waiter gave up (a cancel lost the race).
-        sys::sluice_locks_release(shared.locks, guard);
-    }
-    if let Some(w) = waker {
-        w.wake();
-    }
-}
-
-unsafe extern "C" fn release_lock_shared(ud: *mut c_void) {
-    drop(Arc::from_raw(ud as *const LockShared));
-}
-
 /// The future of [`Locks::lock`], [`Locks::acquire`] and
 /// [`Locks::acquire_many`]. Works on any executor. Dropping it before it
 /// resolves cancels the wait; if the grant won that race, it is released.
 #[must_use = "futures do nothing unless awaited; dropping this one cancels the wait"]
 pub struct LockFuture {
-    shared: Arc<LockShared>,
-    _op: OpHandle,
+    wait: GrantWait<sys::sluice_locks>, // dropped first: it may release through `locks`
     locks: Arc<LocksInner>,
-    error: Option<Error>,
 }
 
 impl Future for LockFuture {
     type Output = Result<LockGuard>;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<LockGuard>> {
-        if let Some(e) = self.error.take() {
-            return Poll::Ready(Err(e));
-        }
-        let outcome = {
-            let mut s = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
-            match s.outcome.take() {
-                Some(o) => o,
-                None => {
-                    s.waker = Some(cx.waker().clone());
-                    return Poll::Pending;
-                }
-            }
-        };
-        match outcome {
-            (0, g) => Poll::Ready(Ok(LockGuard { raw: g, locks: self.locks.clone(), released: false })),
-            (status, _) => Poll::Ready(Err(Error::new(status, ""))),
-        }
-    }
-}
-
-impl Drop for LockFuture {
-    fn drop(&mut self) {
-        let granted = {
-            let mut s = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
-            s.abandoned = true;
-            s.outcome.take()
-        };
-        if let Some((0, g)) = granted {
-            // Granted but never handed out: the manager is alive (we hold it).
-            unsafe { sys::sluice_locks_release(self.locks.raw, g as *mut _) };
-        }
-        // self._op drops next: cancels a wait still pending.
+        let this = &mut *self;
+        this.wait.poll_grant(cx)
+            .map_ok(|g| LockGuard { raw: g as usize, locks: this.locks.clone(), released: false })
     }
 }

@@ -15,7 +15,7 @@ use sluice_sys as sys;
 
 use crate::error::{check, Error, ErrorKind, Result};
 use crate::pg::{cstring, Conn, Pool, PoolInner, QueryOptions, Rows, ToParam};
-use crate::util::OpHandle;
+use crate::util::{lock, release_arc, start_op, OpHandle};
 
 /// Statements to run together, with their parameters. Build it with
 /// `add`, then run it with [`Pool::batch`] or [`Conn::batch`] as often as
@@ -231,17 +231,13 @@ struct BatchState {
 unsafe extern "C" fn on_batch(ud: *mut c_void, status: c_int) {
     let shared = &*(ud as *const BatchShared);
     let waker = {
-        let mut s = shared.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = lock(&shared.state);
         s.status = Some(status);
         s.waker.take()
     };
     if let Some(w) = waker {
         w.wake();
     }
-}
-
-unsafe extern "C" fn release_batch_shared(ud: *mut c_void) {
-    drop(Arc::from_raw(ud as *const BatchShared));
 }
 
 type Start<'a> = dyn FnOnce(*mut sys::sluice_pg_batch, *const sys::sluice_pg_query_options, *mut c_void,
@@ -269,18 +265,12 @@ impl BatchRun {
                                             early: Some(BatchError::not_started(e)), _pool: pool.clone() };
         let raw = match RawBatch::build(batch) { Ok(r) => r, Err(e) => return failed(shared, e) };
         let raw_ptr = raw.0;
-        shared.state.lock().unwrap().raw = Some(raw);
+        lock(&shared.state).raw = Some(raw);
         let opts = options.raw();
-        let ud = Arc::into_raw(shared.clone()) as *mut c_void;
-        let mut op = ptr::null_mut();
-        let rc = call(raw_ptr, &opts, ud, &mut op);
-        if rc != 0 {
-            // Nothing was taken: the library will not release the handle.
-            let e = Error::last(rc);
-            unsafe { drop(Arc::from_raw(ud as *const BatchShared)) };
-            return failed(shared, e);
+        match start_op(&shared, |ud, op| call(raw_ptr, &opts, ud, op)) {
+            Ok(op) => BatchRun { shared, _op: op, len, idempotent, early: None, _pool: pool },
+            Err(e) => failed(shared, e),
         }
-        BatchRun { shared, _op: OpHandle(op), len, idempotent, early: None, _pool: pool }
     }
 }
 
@@ -291,7 +281,7 @@ impl Future for BatchRun {
             return Poll::Ready(Err(e));
         }
         let (status, raw) = {
-            let mut s = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+            let mut s = lock(&self.shared.state);
             match s.status {
                 None => {
                     s.waker = Some(cx.waker().clone());
@@ -333,7 +323,7 @@ impl Pool {
     pub fn batch_with(&self, batch: &Batch, options: &QueryOptions) -> BatchRun {
         let pool = self.inner.raw;
         BatchRun::start(self.inner.clone(), batch, options, Box::new(move |b, opts, ud, op| unsafe {
-            sys::sluice_pg_pool_batch(pool, b, opts, Some(on_batch), ud, Some(release_batch_shared), op)
+            sys::sluice_pg_pool_batch(pool, b, opts, Some(on_batch), ud, Some(release_arc::<BatchShared>), op)
         }))
     }
 }
@@ -348,7 +338,7 @@ impl Conn {
     pub fn batch_with(&mut self, batch: &Batch, options: &QueryOptions) -> ConnBatch<'_> {
         let conn = self.raw;
         let run = BatchRun::start(self.pool.clone(), batch, options, Box::new(move |b, opts, ud, op| unsafe {
-            sys::sluice_pg_conn_batch(conn, b, opts, Some(on_batch), ud, Some(release_batch_shared), op)
+            sys::sluice_pg_conn_batch(conn, b, opts, Some(on_batch), ud, Some(release_arc::<BatchShared>), op)
         }));
         ConnBatch(run, PhantomData)
     }

@@ -16,9 +16,10 @@ use sluice_sys as sys;
 
 use crate::clock::{raw_clock, Clock, ClockBox};
 use crate::error::{check, Error, Result};
+use crate::grant::GrantWait;
 use crate::monitor::Monitor;
 use crate::runtime::{RawRuntime, Runtime};
-use crate::util::{ns, timeout_ms, OpHandle};
+use crate::util::{lock, ns, release_arc, start_op, timeout_ms, OpHandle};
 
 /// A wait's C timeout; one beyond the library's bound (2^40 ms, about 35
 /// years) means no deadline rather than bad input.
@@ -221,20 +222,10 @@ impl TaskPool {
     /// Dropping the future cancels the wait; a grant that won the race is
     /// released (as completed work), never leaked.
     pub fn acquire_with(&self, priority: Priority, timeout: Option<Duration>) -> PermitFuture {
-        let shared = Arc::new(PermitShared { pool: self.inner.raw, state: Mutex::default() });
-        let ud = Arc::into_raw(shared.clone()) as *mut c_void;
-        let mut op = ptr::null_mut();
-        let rc = unsafe {
-            sys::sluice_taskpool_acquire(self.inner.raw, priority.raw(), wait_ms(timeout), Some(on_permit), ud,
-                                         Some(release_permit_shared), &mut op)
-        };
-        if rc != 0 {
-            // Nothing was taken: the library will not release the handle.
-            let e = Error::last(rc);
-            unsafe { drop(Arc::from_raw(ud as *const PermitShared)) };
-            return PermitFuture { shared, _op: OpHandle::none(), pool: self.inner.clone(), error: Some(e) };
-        }
-        PermitFuture { shared, _op: OpHandle(op), pool: self.inner.clone(), error: None }
+        let wait = GrantWait::start(self.inner.raw, |cb, ud, free, op| unsafe {
+            sys::sluice_taskpool_acquire(self.inner.raw, priority.raw(), wait_ms(timeout), cb, ud, free, op)
+        });
+        PermitFuture { wait, pool: self.inner.clone() }
     }
 
     /// Blocks the calling thread for a slot (None: no deadline); a free
@@ -266,18 +257,12 @@ impl TaskPool {
         let shared: Arc<TaskShared<T>> = Arc::new(TaskShared {
             state: Mutex::new(TaskState { job: Some(Box::new(f)), value: None, status: None, waker: None }),
         });
-        let ud = Arc::into_raw(shared.clone()) as *mut c_void;
-        let mut op = ptr::null_mut();
-        let rc = unsafe {
+        let started = start_op(&shared, |ud, op| unsafe {
             sys::sluice_taskpool_submit(self.inner.raw, Some(run_task::<T>), priority.raw(), wait_ms(timeout),
-                                        Some(task_done::<T>), ud, Some(release_task_shared::<T>), &mut op)
-        };
-        if rc != 0 {
-            let e = Error::last(rc);
-            unsafe { drop(Arc::from_raw(ud as *const TaskShared<T>)) };
-            return SpawnBlocking { shared, _op: OpHandle::none(), _pool: self.inner.clone(), error: Some(e) };
-        }
-        SpawnBlocking { shared, _op: OpHandle(op), _pool: self.inner.clone(), error: None }
+                                        Some(task_done::<T>), ud, Some(release_arc::<TaskShared<T>>), op)
+        });
+        let (op, error) = match started { Ok(op) => (op, None), Err(e) => (OpHandle::none(), Some(e)) };
+        SpawnBlocking { shared, _op: op, _pool: self.inner.clone(), error }
     }
 
     /// Sets the number of slots. Raising it grants waiting requests at
@@ -374,96 +359,20 @@ impl std::fmt::Debug for Permit {
     }
 }
 
-#[derive(Default)]
-struct PermitState {
-    outcome: Option<(c_int, usize)>,
-    waker: Option<Waker>,
-    /// The future is gone: a grant that arrives now is released at once.
-    abandoned: bool,
-}
-
-/// What the loop thread and the future share. The pool pointer is only
-/// used inside the callback, while the pool is alive: the future holds it,
-/// and freeing it completes every pending request first.
-struct PermitShared {
-    pool: *mut sys::sluice_taskpool,
-    state: Mutex<PermitState>,
-}
-
-unsafe impl Send for PermitShared {}
-unsafe impl Sync for PermitShared {}
-
-unsafe extern "C" fn on_permit(ud: *mut c_void, status: c_int, permit: *mut sys::sluice_permit) {
-    let shared = &*(ud as *const PermitShared);
-    let (waker, orphan) = {
-        let mut s = shared.state.lock().unwrap_or_else(|e| e.into_inner());
-        if s.abandoned {
-            (None, status == 0 && !permit.is_null())
-        } else {
-            s.outcome = Some((status, permit as usize));
-            (s.waker.take(), false)
-        }
-    };
-    if orphan {
-        // Granted after the waiter gave up (a cancel lost the race): the
-        // slot goes back unused, as work that did not fail.
-        sys::sluice_taskpool_release(shared.pool, permit, 0);
-    }
-    if let Some(w) = waker {
-        w.wake();
-    }
-}
-
-unsafe extern "C" fn release_permit_shared(ud: *mut c_void) {
-    drop(Arc::from_raw(ud as *const PermitShared));
-}
-
 /// The future of [`TaskPool::acquire`]. Works on any executor. Dropping
 /// it before it resolves cancels the wait; a grant that won the race is
 /// released.
 #[must_use = "futures do nothing unless awaited; dropping this one cancels the wait"]
 pub struct PermitFuture {
-    shared: Arc<PermitShared>,
-    _op: OpHandle,
+    wait: GrantWait<sys::sluice_taskpool>, // dropped first: it may release through `pool`
     pool: Arc<TaskPoolInner>,
-    error: Option<Error>,
 }
 
 impl Future for PermitFuture {
     type Output = Result<Permit>;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<Permit>> {
-        if let Some(e) = self.error.take() {
-            return Poll::Ready(Err(e));
-        }
-        let outcome = {
-            let mut s = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
-            match s.outcome.take() {
-                Some(o) => o,
-                None => {
-                    s.waker = Some(cx.waker().clone());
-                    return Poll::Pending;
-                }
-            }
-        };
-        match outcome {
-            (0, p) => Poll::Ready(Ok(Permit { raw: p, pool: self.pool.clone(), released: false })),
-            (status, _) => Poll::Ready(Err(Error::new(status, ""))),
-        }
-    }
-}
-
-impl Drop for PermitFuture {
-    fn drop(&mut self) {
-        let granted = {
-            let mut s = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
-            s.abandoned = true;
-            s.outcome.take()
-        };
-        if let Some((0, p)) = granted {
-            // Granted but never handed out: the pool is alive (we hold it).
-            unsafe { sys::sluice_taskpool_release(self.pool.raw, p as *mut _, 0) };
-        }
-        // self._op drops next: cancels a wait still pending.
+        let this = &mut *self;
+        this.wait.poll_grant(cx).map_ok(|p| Permit { raw: p as usize, pool: this.pool.clone(), released: false })
     }
 }
 
@@ -495,30 +404,26 @@ fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
 /// caught (it must not unwind into C) and reported as a failure.
 unsafe extern "C" fn run_task<T>(ud: *mut c_void) -> c_int {
     let shared = &*(ud as *const TaskShared<T>);
-    let job = shared.state.lock().unwrap_or_else(|e| e.into_inner()).job.take();
+    let job = lock(&shared.state).job.take();
     let Some(job) = job else { return sys::SLUICE_EINTERNAL };
     let (value, code) = match catch_unwind(AssertUnwindSafe(job)) {
         Ok(v) => (Ok(v), 0),
         Err(p) => (Err(panic_text(&*p)), sys::SLUICE_EINTERNAL),
     };
-    shared.state.lock().unwrap_or_else(|e| e.into_inner()).value = Some(value);
+    lock(&shared.state).value = Some(value);
     code
 }
 
 unsafe extern "C" fn task_done<T>(ud: *mut c_void, status: c_int) {
     let shared = &*(ud as *const TaskShared<T>);
     let waker = {
-        let mut s = shared.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = lock(&shared.state);
         s.status = Some(status);
         s.waker.take()
     };
     if let Some(w) = waker {
         w.wake();
     }
-}
-
-unsafe extern "C" fn release_task_shared<T>(ud: *mut c_void) {
-    drop(Arc::from_raw(ud as *const TaskShared<T>));
 }
 
 /// The future of [`TaskPool::spawn_blocking`]: the closure's value.
@@ -536,7 +441,7 @@ impl<T> Future for SpawnBlocking<T> {
         if let Some(e) = self.error.take() {
             return Poll::Ready(Err(e));
         }
-        let mut s = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = lock(&self.shared.state);
         let Some(status) = s.status else {
             s.waker = Some(cx.waker().clone());
             return Poll::Pending;

@@ -1,10 +1,13 @@
-//! Small conversions and the pending-operation handle shared by the
+//! Small conversions and the pending-operation plumbing shared by the
 //! objects' futures.
-use std::os::raw::c_void;
+use std::os::raw::{c_int, c_void};
 use std::ptr;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use sluice_sys as sys;
+
+use crate::error::{Error, Result};
 
 /// A duration in nanoseconds, saturating at u64::MAX.
 pub(crate) fn ns(d: Duration) -> u64 { u64::try_from(d.as_nanos()).unwrap_or(u64::MAX) }
@@ -53,4 +56,30 @@ impl Drop for OpHandle {
             sys::sluice_op_free(self.0);
         }
     }
+}
+
+/// Locks state shared with the loop thread. A panic elsewhere must not
+/// stop a C callback from completing its wait, so poisoning is ignored.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> { m.lock().unwrap_or_else(|e| e.into_inner()) }
+
+/// The free callback of user data that is one `Arc<S>` reference.
+pub(crate) unsafe extern "C" fn release_arc<S>(ud: *mut c_void) {
+    drop(Arc::from_raw(ud as *const S));
+}
+
+/// Starts a C operation whose user data is a reference to `shared` (given
+/// back through `release_arc::<S>`): `call` gets that user data and the op
+/// out-parameter. On failure the library took nothing, so the reference is
+/// dropped here; the error carries the library's message.
+pub(crate) fn start_op<S>(shared: &Arc<S>, call: impl FnOnce(*mut c_void, *mut *mut sys::sluice_op) -> c_int)
+                          -> Result<OpHandle> {
+    let ud = Arc::into_raw(shared.clone()) as *mut c_void;
+    let mut op = ptr::null_mut();
+    let rc = call(ud, &mut op);
+    if rc != 0 {
+        let e = Error::last(rc); // before the drop, which could call into the library
+        unsafe { drop(Arc::from_raw(ud as *const S)) };
+        return Err(e);
+    }
+    Ok(OpHandle(op))
 }
