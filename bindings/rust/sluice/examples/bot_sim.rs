@@ -8,6 +8,8 @@
 //! message's path, an async fn), bot_sim/executor.rs (the std-only
 //! executor running the in-flight slots), bot_sim/report.rs (progress,
 //! the table, the Prometheus file, the check), this file (wiring).
+#[path = "common/block_on.rs"]
+mod block_on;
 #[path = "bot_sim/executor.rs"]
 mod executor;
 #[path = "bot_sim/message.rs"]
@@ -17,17 +19,15 @@ mod options;
 #[path = "bot_sim/report.rs"]
 mod report;
 
-use std::future::Future;
-use std::pin::pin;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use sluice::{Algorithm, Breaker, BreakerOptions, BreakerWindow, Limiter, LimiterOptions, Locks, LocksOptions, Monitor,
              Pool, PoolOptions, RetryOptions, RetryPolicy, Runtime, TaskPool, TaskPoolOptions};
 
+use block_on::block_on;
 use message::{Counters, Sim};
 use options::{Options, Parsed};
 
@@ -51,24 +51,6 @@ BEGIN
   END IF;
 END $$",
 ];
-
-struct Unpark(std::thread::Thread);
-impl Wake for Unpark {
-    fn wake(self: Arc<Self>) { self.0.unpark(); }
-}
-
-/// Drives one future on the calling thread (setup and the check).
-fn block_on<F: Future>(f: F) -> F::Output {
-    let mut f = pin!(f);
-    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    loop {
-        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
-            return v;
-        }
-        std::thread::park();
-    }
-}
 
 /// Runs one statement on the pool and waits: the first value of the first
 /// row ("" if none), or None after printing the error.

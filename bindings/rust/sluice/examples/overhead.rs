@@ -1,31 +1,14 @@
 //! What the Rust layer costs per call on the uncontended paths, next to
 //! the same work with no sluice at all. A measurement, not a test:
 //!   cargo run --release --offline --example overhead [-- N]
-use std::future::Future;
-use std::pin::pin;
-use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
+#[path = "common/block_on.rs"]
+mod block_on;
+
 use std::time::{Duration, Instant};
 
+use block_on::block_on;
 use sluice::{Breaker, BreakerOptions, LockMode, Limiter, LimiterOptions, Locks, LocksOptions, Priority, RetryOptions,
              RetryPolicy, Runtime, TaskPool, TaskPoolOptions, Verdict};
-
-struct Unpark(std::thread::Thread);
-impl Wake for Unpark {
-    fn wake(self: Arc<Self>) { self.0.unpark(); }
-}
-
-fn block_on<F: Future>(f: F) -> F::Output {
-    let mut f = pin!(f);
-    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    loop {
-        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
-            return v;
-        }
-        std::thread::park_timeout(Duration::from_millis(100));
-    }
-}
 
 fn per_op(name: &str, n: u64, mut f: impl FnMut(u64)) {
     for i in 0..n / 10 {
