@@ -4,10 +4,10 @@
 mod common;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Barrier, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::task::Poll;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{block_on, poll_once, run_tasks, wait_until};
 use sluice::{ErrorKind, LockMode, Locks, LocksFull, LocksOptions, Monitor, Runtime};
@@ -156,34 +156,18 @@ fn deadline_and_cancellation() {
 #[test]
 fn cancel_racing_a_grant_never_leaks_the_lock() {
     let (_rt, locks) = setup();
-    let barrier = Arc::new(Barrier::new(2));
-    let (tx, rx) = mpsc::channel::<sluice::LockGuard>();
-    let releaser = {
-        let barrier = barrier.clone();
-        thread::spawn(move || {
-            for (i, g) in rx.into_iter().enumerate() {
-                barrier.wait();
-                // A varying head start for the cancel, so both sides win some rounds.
-                let spin = Instant::now() + Duration::from_micros((i as u64 * 37) % 1500);
-                while Instant::now() < spin {
-                    std::hint::spin_loop();
-                }
-                drop(g); // grants the queued request...
-            }
-        })
-    };
+    // The release of the holder races the drop of the one waiter.
+    let dropper = common::RacingDropper::new();
     for _ in 0..300 {
         let holder = locks.try_lock("race", LockMode::Exclusive).unwrap();
         let f = locks.lock("race");
         wait_until(|| locks.stats().unwrap().waiters == 1);
-        tx.send(holder).unwrap();
-        barrier.wait();
+        dropper.drop_racing(holder); // grants the queued request...
         drop(f); // ...while the waiter gives up
         // Whichever won, nobody holds the key afterwards.
         wait_until(|| { let s = locks.stats().unwrap(); s.held == 0 && s.waiters == 0 });
     }
-    drop(tx);
-    releaser.join().unwrap();
+    dropper.join();
     // Every round ends in exactly one of: the cancel won, or the grant won
     // (and was released). The last round's count may land just after its
     // waiter left the queue.

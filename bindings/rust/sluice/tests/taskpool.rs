@@ -7,10 +7,9 @@
 mod common;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc;
-use std::sync::{Arc, Barrier, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{block_on, poll_once, run_tasks, wait_until};
 use sluice::taskpool::Permit;
@@ -253,36 +252,19 @@ fn dropping_a_wait_cancels_it_and_a_grant_that_wins_is_released() {
     assert!(!ran.load(Ordering::SeqCst));
 
     // The release of the only slot races the drop of the one waiter.
-    let barrier = Arc::new(Barrier::new(2));
-    let (tx, rx) = mpsc::channel::<Permit>();
-    let releaser = {
-        let barrier = barrier.clone();
-        thread::spawn(move || {
-            for (i, permit) in rx.into_iter().enumerate() {
-                barrier.wait();
-                // A varying head start for the cancel, so both sides win some rounds.
-                let spin = Instant::now() + Duration::from_micros((i as u64 * 37) % 1500);
-                while Instant::now() < spin {
-                    std::hint::spin_loop();
-                }
-                drop(permit); // grants the queued request...
-            }
-        })
-    };
+    let dropper = common::RacingDropper::new();
     let before = p.stats().unwrap();
     for _ in 0..300 {
         let holder = p.try_acquire().unwrap();
         let mut f = p.acquire(Priority::Normal);
         assert!(poll_once(&mut f).is_pending());
         wait_until(|| p.stats().unwrap().queued == 1);
-        tx.send(holder).unwrap();
-        barrier.wait();
+        dropper.drop_racing(holder); // grants the queued request...
         drop(f); // ...while the waiter gives up
         // Whichever won, the slot is free again afterwards.
         wait_until(|| { let s = p.stats().unwrap(); s.running == 0 && s.queued == 0 });
     }
-    drop(tx);
-    releaser.join().unwrap();
+    dropper.join();
     let s = p.stats().unwrap();
     let cancels = s.cancelled - before.cancelled;
     let grants = s.completed - before.completed - 300; // the holders' releases

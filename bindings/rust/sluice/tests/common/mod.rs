@@ -116,3 +116,46 @@ pub fn run_tasks(threads: usize, tasks: Vec<Task>) {
         w.join().unwrap();
     }
 }
+
+/// The other side of a cancel race: a thread that drops each item handed
+/// to it (a guard or permit whose release grants a queued request) right
+/// after a varying head start (0 to 1.5 ms of spinning, changing every
+/// round), so that the caller's drop of the waiting future wins some
+/// rounds and loses others.
+pub struct RacingDropper<T> {
+    tx: Option<std::sync::mpsc::Sender<T>>,
+    barrier: Arc<std::sync::Barrier>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl<T: Send + 'static> RacingDropper<T> {
+    pub fn new() -> RacingDropper<T> {
+        let barrier = Arc::new(std::sync::Barrier::new(2));
+        let (tx, rx) = std::sync::mpsc::channel::<T>();
+        let b = barrier.clone();
+        let thread = thread::spawn(move || {
+            for (i, item) in rx.into_iter().enumerate() {
+                b.wait();
+                let spin = Instant::now() + Duration::from_micros((i as u64 * 37) % 1500);
+                while Instant::now() < spin {
+                    std::hint::spin_loop();
+                }
+                drop(item);
+            }
+        });
+        RacingDropper { tx: Some(tx), barrier, thread: Some(thread) }
+    }
+
+    /// Hands `item` over; returns when the thread is about to drop it, so
+    /// what the caller does next races that drop.
+    pub fn drop_racing(&self, item: T) {
+        self.tx.as_ref().unwrap().send(item).unwrap();
+        self.barrier.wait();
+    }
+
+    /// Ends the thread (a panic in it fails the test).
+    pub fn join(mut self) {
+        drop(self.tx.take());
+        self.thread.take().unwrap().join().unwrap();
+    }
+}
