@@ -174,19 +174,13 @@ class Limiter:
         # wait on its key in the calling thread, and a check then refuses.
         if not self._runtime._closing and self._take_now(h, raw, cost):
             return True
-        uid, fut = _bridge.register()
-        op = ctypes.c_void_p()
-        rc = lib.sluice_limiter_acquire(h, raw, len(raw), cost, ms, _bridge._status_cb, uid,
-                                        _bridge._free_cb, ctypes.byref(op))
-        if rc < 0:
-            err = make_error(rc)
-            _bridge.unregister(uid)
-            raise err
-        status, _ = await _bridge.wait(uid, fut, op)
+        status, _ = await _bridge.call(
+            lambda cb, uid, free_cb, op: lib.sluice_limiter_acquire(h, raw, len(raw), cost, ms, cb,
+                                                                    uid, free_cb, op))
         if status == _ETIMEDOUT:
             return False
         if status:
-            raise make_error(status, f"limiter wait for {key!r}: {lib.sluice_strerror(status).decode()}")
+            raise _bridge.status_error(status, f"limiter wait for {key!r}")
         return True
 
     @staticmethod
@@ -255,9 +249,7 @@ class Limiter:
     def stats(self):
         """Figures as a dict: algorithm, limit, window_ns, burst, keys,
         allowed, rejected, waits, waiting, wait_timeouts, reclaimed, bytes, ..."""
-        st = _lib.LimiterStats(size=ctypes.sizeof(_lib.LimiterStats))
-        check(lib.sluice_limiter_stats_get(self.handle, ctypes.byref(st)))
-        out = {name: getattr(st, name) for name, _ in st._fields_ if name != "size"}
+        out = _args.read_stats(_lib.LimiterStats, lib.sluice_limiter_stats_get, self.handle)
         out["algorithm"] = _ALGORITHM_NAMES.get(out["algorithm"], out["algorithm"])
         return out
 

@@ -231,33 +231,24 @@ class Locks:
             g = self._inflight.attempt(req.raw, lambda: self._try(h, req))
             if g is not None:
                 return Guard(self, g, keys, shared)
+        if req.array is None:
+            def begin(cb, uid, free_cb, op):
+                return lib.sluice_locks_acquire(h, req.key, len(req.key), req.mode, ms, cb, uid,
+                                                free_cb, op)
+        else:
+            def begin(cb, uid, free_cb, op):
+                return lib.sluice_locks_acquire_many(h, req.array, req.n, ms, cb, uid, free_cb, op)
         self._inflight.add(req.raw)
         try:
-            uid, fut = _bridge.register(on_late=self._release_late)
-            op = ctypes.c_void_p()
-            if req.array is None:
-                rc = lib.sluice_locks_acquire(h, req.key, len(req.key), req.mode, ms,
-                                              _bridge._acquire_cb, uid, _bridge._free_cb,
-                                              ctypes.byref(op))
-            else:
-                rc = lib.sluice_locks_acquire_many(h, req.array, req.n, ms, _bridge._acquire_cb, uid,
-                                                   _bridge._free_cb, ctypes.byref(op))
-            if rc < 0:
-                err = make_error(rc)
-                _bridge.unregister(uid)
-                raise err
-            status, g = await _bridge.wait(uid, fut, op)
+            g = await _bridge.grant(begin, self._give_back, f"lock {keys!r}")
         finally:
             self._inflight.remove(req.raw)
-        if status:
-            raise make_error(status, f"lock {keys!r}: {lib.sluice_strerror(status).decode()}")
         return Guard(self, g, keys, shared)
 
-    def _release_late(self, outcome):
-        # A grant nobody will receive (its task was cancelled): give it back.
-        status, g = outcome
+    def _give_back(self, g):
+        # A grant nobody will receive (its task was cancelled).
         h = self._h
-        if status == 0 and g and h is not None:
+        if h is not None:
             lib.sluice_locks_release(h, g)
 
     def try_acquire(self, keys, *, shared=False):
@@ -312,9 +303,7 @@ class Locks:
     def stats(self):
         """Figures as a dict: live_keys, held, waiters, acquisitions,
         contended, timeouts, cancellations, wait_ns, busy, ..."""
-        st = _lib.LocksStats(size=ctypes.sizeof(_lib.LocksStats))
-        check(lib.sluice_locks_stats_get(self.handle, ctypes.byref(st)))
-        return {name: getattr(st, name) for name, _ in st._fields_ if name != "size"}
+        return _args.read_stats(_lib.LocksStats, lib.sluice_locks_stats_get, self.handle)
 
     # ---- life cycle ---------------------------------------------------
 
