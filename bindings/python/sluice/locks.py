@@ -3,9 +3,8 @@ one key or several (all or nothing), with deadlines, cancellation, fencing
 tokens and a blocking form for plain threads."""
 import ctypes
 import logging
-import warnings
 
-from . import _args, _bridge, _inflight, _lib
+from . import _args, _bridge, _inflight, _lib, _owned
 from ._lib import lib
 from .errors import check, make_error
 
@@ -17,7 +16,7 @@ _FULL = {"reject": 0, "wait": 1}
 _EAGAIN = -8
 
 
-class Guard:
+class Guard(_owned.Grant):
     """A grant of one key or several. `token` is its fencing token (larger
     than that of every earlier grant of the same key released before it).
     release() gives it back; as a context manager (sync or async) it is
@@ -58,30 +57,13 @@ class Guard:
         if h is not None:
             check(lib.sluice_locks_release(h, g))
 
-    def _release_if_held(self):
+    def _release_if_held(self, _exc=None):  # a lock has no outcome to report
         if self._g is not None:
             self.release()
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self._release_if_held()
-
-    async def __aenter__(self):
-        return self
-
-    async def __aexit__(self, *exc):
-        self._release_if_held()
-
-    def __del__(self):
-        if getattr(self, "_g", None) is not None and lib is not None and self.held:
-            warnings.warn(f"sluice: a lock guard of {self.keys!r} was never released",
-                          ResourceWarning, source=self)
-            try:
-                self.release()
-            except Exception:
-                pass
+    @property
+    def _leaked(self):
+        return f"a lock guard of {self.keys!r}"
 
     def __repr__(self):
         state = "held" if self.held else "released"
@@ -146,7 +128,7 @@ class LockRequest:
         self._held.pop()._release_if_held()
 
 
-class Locks:
+class Locks(_owned.Owned):
     """Keyed mutual exclusion on a Runtime (sluice_locks). Keys are str
     (UTF-8) or bytes, 1 to 65536 bytes. Waiters on a key are served first
     come, first served; several keys are taken in one fixed order, so two
@@ -162,6 +144,8 @@ class Locks:
     Close it (or leave its `with` block) before the runtime, and not while
     another thread still uses it: pending waits end with ClosedError and
     guards still held become no-ops."""
+
+    _what = "lock manager"
 
     def __init__(self, runtime, *, max_locks=None, max_keys=None, on_full=None,
                  cleanup_interval=None, hold_limit=None, on_held_too_long=None, monitor=None):
@@ -195,12 +179,6 @@ class Locks:
         handle = ctypes.c_void_p()
         check(lib.sluice_locks_new(ctypes.byref(handle), runtime.handle, ctypes.byref(opts)))
         self._h = handle.value
-
-    @property
-    def handle(self):
-        if self._h is None:
-            raise make_error(-4, "the lock manager is closed")
-        return self._h
 
     # ---- acquiring ----------------------------------------------------
 
@@ -311,19 +289,10 @@ class Locks:
         """Frees the manager: pending waits end with ClosedError (on sluice's
         loop, before this returns); guards still held become no-ops.
         Idempotent."""
-        h, self._h = self._h, None
-        if h is not None:
-            lib.sluice_locks_free(h)
+        super().close()
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        if getattr(self, "_h", None) is not None and lib is not None:
-            self.close()
+    def _free(self, h):
+        lib.sluice_locks_free(h)
 
     def __repr__(self):
         if self._h is None:

@@ -6,9 +6,8 @@ import asyncio
 import ctypes
 import logging
 import threading
-import warnings
 
-from . import _args, _bridge, _lib
+from . import _args, _bridge, _lib, _owned
 from ._lib import lib
 from .errors import SluiceError, check, make_error
 
@@ -41,7 +40,7 @@ def _finished(rc):
     return True
 
 
-class Permit:
+class Permit(_owned.Grant):
     """A slot of a TaskPool, held until release(). As a context manager
     (sync or async) it is released when the block ends, as a failure if the
     block raised. Any thread may release it.
@@ -75,30 +74,11 @@ class Permit:
                 code = _EINTERNAL
             check(lib.sluice_taskpool_release(h, p, code))
 
+    _leaked = "a task pool permit"
+
     def _release_if_held(self, exc=None):
         if self._p is not None:
             self.release(_outcome_of(exc))
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, _type, exc, _tb):
-        self._release_if_held(exc)
-
-    async def __aenter__(self):
-        return self
-
-    async def __aexit__(self, _type, exc, _tb):
-        self._release_if_held(exc)
-
-    def __del__(self):
-        if getattr(self, "_p", None) is not None and lib is not None and self.held:
-            warnings.warn("sluice: a task pool permit was never released", ResourceWarning,
-                          source=self)
-            try:
-                self.release()
-            except Exception:
-                pass
 
     def __repr__(self):
         return f"<sluice.Permit {'held' if self.held else 'released'}>"
@@ -162,7 +142,7 @@ def _task_trampoline(ud):
         return _EINTERNAL
 
 
-class TaskPool:
+class TaskPool(_owned.Owned):
     """Bounded concurrency on a Runtime (sluice_taskpool): `max_concurrent`
     slots shared by permits (`async with pool.slot():`, try_slot) and by
     blocking calls run on the pool's own worker threads (`await
@@ -183,6 +163,8 @@ class TaskPool:
 
     Close it (or leave its `with` block) before the runtime, and not from
     one of its own tasks."""
+
+    _what = "task pool"
 
     def __init__(self, runtime, *, max_concurrent=None, workers=None, max_queued=None,
                  on_full=None, adaptive=False, min_concurrent=None, max_concurrent_ceiling=None,
@@ -219,12 +201,6 @@ class TaskPool:
         handle = ctypes.c_void_p()
         check(lib.sluice_taskpool_new(ctypes.byref(handle), runtime.handle, ctypes.byref(opts)))
         self._h = handle.value
-
-    @property
-    def handle(self):
-        if self._h is None:
-            raise make_error(-4, "the task pool is closed")
-        return self._h
 
     # ---- permits ------------------------------------------------------
 
@@ -398,19 +374,10 @@ class TaskPool:
         """Frees the pool: waiting requests end with ClosedError, calls
         already running are waited for, permits still held become no-ops.
         Idempotent. Not from one of the pool's own tasks."""
-        h, self._h = self._h, None
-        if h is not None:
-            lib.sluice_taskpool_free(h)
+        super().close()
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        if getattr(self, "_h", None) is not None and lib is not None:
-            self.close()
+    def _free(self, h):
+        lib.sluice_taskpool_free(h)
 
     def __repr__(self):
         if self._h is None:
