@@ -27,6 +27,16 @@ def takeable(locks, keys, shared=False):
     return True
 
 
+async def queued_behind(locks, key, wanted=None, stat="waiters"):
+    """Takes `key` now and starts locks.acquire(wanted, default key) in a
+    task; returns (guard, task) once that wait is queued on the loop thread
+    (stat="room_waiters": waiting for room under on_full="wait")."""
+    holder = locks.try_acquire(key)
+    task = asyncio.ensure_future(locks.acquire(key if wanted is None else wanted))
+    await until(lambda: locks.stats()[stat] >= 1)
+    return holder, task
+
+
 @pytest.fixture
 def locks(rt):
     m = sluice.Locks(rt)
@@ -311,9 +321,7 @@ def test_deadline_ends_the_wait(rt, locks):
 
 def test_cancelling_the_task_cancels_the_wait(rt, locks):
     async def main():
-        g = locks.try_acquire("k")
-        task = asyncio.ensure_future(locks.acquire("k"))
-        await until(lambda: locks.stats()["waiters"] >= 1)
+        g, task = await queued_behind(locks, "k")
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -345,10 +353,8 @@ def test_cancel_racing_a_grant_never_leaks_the_key(rt, locks):
 
     async def main():
         for i in range(300):
-            holder = locks.try_acquire("race")
             keys = "race" if i % 2 else ["race", f"other{i % 7}"]
-            task = asyncio.ensure_future(locks.acquire(keys))
-            await until(lambda: locks.stats()["waiters"] >= 1)  # queued behind the holder
+            holder, task = await queued_behind(locks, "race", keys)
             if i % 3 == 0:
                 holder.release()
                 spin()
@@ -452,9 +458,7 @@ def test_max_keys_reject_and_wait(rt):
 
     with sluice.Locks(rt, max_keys=1, on_full="wait") as locks:
         async def main():
-            a = locks.try_acquire("a")
-            c = asyncio.ensure_future(locks.acquire("c"))
-            await until(lambda: locks.stats()["room_waiters"] >= 1)
+            a, c = await queued_behind(locks, "a", "c", stat="room_waiters")
             a.release()
             (await c).release()
 
@@ -465,9 +469,7 @@ def test_close_ends_pending_waits_and_neutralises_guards(rt):
     locks = sluice.Locks(rt)
 
     async def main():
-        g = locks.try_acquire("k")
-        task = asyncio.ensure_future(locks.acquire("k"))
-        await until(lambda: locks.stats()["waiters"] >= 1)
+        g, task = await queued_behind(locks, "k")
         locks.close()
         with pytest.raises(sluice.ClosedError):
             await task
@@ -514,9 +516,7 @@ def test_monitor_records_lock_waits(rt):
     mon = sluice.Monitor(rt)
     with sluice.Locks(rt, monitor=mon) as locks:
         async def main():
-            g = locks.try_acquire("k")
-            task = asyncio.ensure_future(locks.acquire("k"))
-            await until(lambda: locks.stats()["waiters"] >= 1)
+            g, task = await queued_behind(locks, "k")
             g.release()
             (await task).release()
 
