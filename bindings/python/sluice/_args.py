@@ -1,16 +1,18 @@
 """Argument conversions shared by the objects: keys, durations, integer
-ranges, injected clocks, and the guard against blocking an asyncio loop.
+ranges, options and figures structs, injected clocks, and the guard against
+blocking an asyncio loop.
 
 ctypes silently wraps an out-of-range int into the C type, so every number
 that goes into an options struct or a call is range-checked here first;
 the library then checks what the value means (and names the option)."""
 import asyncio
+import ctypes
 import logging
 import math
 from fractions import Fraction
 
 from . import _lib
-from .errors import make_error
+from .errors import check, make_error
 
 _log = logging.getLogger("sluice")
 
@@ -60,6 +62,23 @@ def seconds_to_ns(value, name):
     if value < 0 or value > _MS_MAX / 1000:
         raise make_error(-1, f"{name} {value!r} s is out of range")
     return round(value * 1e9)
+
+
+def set_options(opts, convert, fields):
+    """Sets each (C field, argument name, value) of an options struct to
+    convert(value, name); a value of None keeps the library's default."""
+    for field, name, value in fields:
+        if value is not None:
+            setattr(opts, field, convert(value, name))
+
+
+def read_stats(struct, getter, handle, skip=()):
+    """A figures struct filled by getter(handle, &st) (size set first, as
+    the C ABI asks) as a dict of its fields, less `size` and `skip`."""
+    st = struct(size=ctypes.sizeof(struct))
+    check(getter(handle, ctypes.byref(st)))
+    return {name: getattr(st, name) for name, _ in st._fields_
+            if name != "size" and name not in skip}
 
 
 def timeout_ms(timeout):

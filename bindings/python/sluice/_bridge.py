@@ -9,12 +9,14 @@ removes the entry. If the starting call fails, nothing was taken: the
 caller removes the entry with unregister() instead.
 """
 import asyncio
+import ctypes
 import itertools
 import logging
 import threading
 
 from . import _lib
 from ._lib import lib
+from .errors import make_error
 
 _log = logging.getLogger("sluice")
 _entries = {}
@@ -182,3 +184,51 @@ async def wait(uid, fut, op, free_op=True):
     finally:
         if op and free_op:
             lib.sluice_op_free(op)
+
+
+# ---- starting and awaiting one operation ----------------------------------
+# Every waiting call follows the same steps; they live here once so that the
+# failure paths (a refused start, a cancelled task, a late grant) cannot drift
+# apart between the objects.
+
+
+def start(begin, callback, on_late=None):
+    """Registers an entry and starts the C operation with
+    begin(callback, uid, free_cb, op_out) -> rc. Returns (uid, future, op).
+    A refused start raises its error with nothing left registered."""
+    uid, fut = register(on_late=on_late)
+    op = ctypes.c_void_p()
+    rc = begin(callback, uid, _free_cb, ctypes.byref(op))
+    if rc < 0:
+        err = make_error(rc)
+        unregister(uid)
+        raise err
+    return uid, fut, op
+
+
+async def call(begin, callback=None, on_late=None):
+    """start() then wait(): the (status, value) of an operation whose
+    callback is `callback` (default: the status-only one)."""
+    uid, fut, op = start(begin, callback or _status_cb, on_late)
+    return await wait(uid, fut, op)
+
+
+def status_error(status, what):
+    """The error for a failed completion, prefixed with what was waited for."""
+    return make_error(status, f"{what}: {lib.sluice_strerror(status).decode()}")
+
+
+async def grant(begin, give_back, what=None):
+    """Awaits an acquire-style operation (a lock grant, a task pool permit, a
+    pooled connection) and returns its handle, or raises its status as an
+    error (prefixed with `what`; None keeps the library's own message). A
+    grant that arrives after the awaiting task gave up is handed to
+    give_back(handle), so it is never leaked."""
+    def late(outcome):
+        status, handle = outcome
+        if status == 0 and handle:
+            give_back(handle)
+    status, handle = await call(begin, _acquire_cb, late)
+    if status:
+        raise make_error(status, "") if what is None else status_error(status, what)
+    return handle

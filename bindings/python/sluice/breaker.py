@@ -48,15 +48,15 @@ class Breaker:
         check(lib.sluice_breaker_options_init(ctypes.byref(opts), _lib.BREAKER_OPTIONS_VERSION))
         if window is not None:
             opts.window = _args.choice(window, "window", _WINDOWS)
-        for field, value in (("window_calls", window_calls), ("window_buckets", window_buckets),
-                             ("minimum_calls", minimum_calls), ("half_open_trials", half_open_trials)):
-            if value is not None:
-                setattr(opts, field, _args.uint(value, field))
-        for field, arg, value in (("window_ms", "window_duration", window_duration),
-                                   ("slow_call_ms", "slow_call", slow_call),
-                                   ("open_ms", "open_duration", open_duration)):
-            if value is not None:
-                setattr(opts, field, _args.seconds_to_ms(value, arg))
+        _args.set_options(opts, _args.uint, (
+            ("window_calls", "window_calls", window_calls),
+            ("window_buckets", "window_buckets", window_buckets),
+            ("minimum_calls", "minimum_calls", minimum_calls),
+            ("half_open_trials", "half_open_trials", half_open_trials)))
+        _args.set_options(opts, _args.seconds_to_ms, (
+            ("window_ms", "window_duration", window_duration),
+            ("slow_call_ms", "slow_call", slow_call),
+            ("open_ms", "open_duration", open_duration)))
         if failure_rate_percent is not None:
             opts.failure_rate_percent = _args.number(failure_rate_percent, "failure_rate_percent")
         if slow_rate_percent is not None:
@@ -138,9 +138,7 @@ class Breaker:
         """Figures as a dict: state, generation, successes, failures, slow,
         refused, ignored, released, opened, half_opened, closed, window_*,
         trials_*."""
-        st = _lib.BreakerStats(size=ctypes.sizeof(_lib.BreakerStats))
-        check(lib.sluice_breaker_stats_get(self.handle, ctypes.byref(st)))
-        out = {name: getattr(st, name) for name, _ in st._fields_ if name != "size"}
+        out = _args.read_stats(_lib.BreakerStats, lib.sluice_breaker_stats_get, self.handle)
         out["state"] = STATES[out["state"]]
         return out
 

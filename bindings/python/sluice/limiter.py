@@ -2,7 +2,7 @@
 limiter.acquire(key)` waits until the request may pass."""
 import ctypes
 
-from . import _args, _bridge, _lib
+from . import _args, _bridge, _lib, _owned
 from ._lib import lib
 from .errors import check, make_error
 
@@ -68,7 +68,7 @@ def _answer(rc, r):
     raise err
 
 
-class Limiter:
+class Limiter(_owned.Owned):
     """Per-key rate limits (sluice_limiter): at most `limit` cost units per
     `window` seconds per key, by one of three algorithms:
     "sliding_log" (exact; limit <= 65535), "sliding_window" (approximate,
@@ -85,6 +85,8 @@ class Limiter:
 
     Every method may be called from any thread. Close it (or leave its
     `with` block) before the runtime, and not while another thread uses it."""
+
+    _what = "limiter"
 
     def __init__(self, runtime=None, *, limit=None, window=None, algorithm=None, burst=None,
                  max_keys=None, on_full=None, clock=None, monitor=None, name=None):
@@ -117,12 +119,6 @@ class Limiter:
         check(lib.sluice_limiter_new(ctypes.byref(handle), runtime.handle if runtime else None,
                                      ctypes.byref(opts)))
         self._h = handle.value
-
-    @property
-    def handle(self):
-        if self._h is None:
-            raise make_error(-4, "the limiter is closed")
-        return self._h
 
     # ---- answering now --------------------------------------------------
 
@@ -174,19 +170,13 @@ class Limiter:
         # wait on its key in the calling thread, and a check then refuses.
         if not self._runtime._closing and self._take_now(h, raw, cost):
             return True
-        uid, fut = _bridge.register()
-        op = ctypes.c_void_p()
-        rc = lib.sluice_limiter_acquire(h, raw, len(raw), cost, ms, _bridge._status_cb, uid,
-                                        _bridge._free_cb, ctypes.byref(op))
-        if rc < 0:
-            err = make_error(rc)
-            _bridge.unregister(uid)
-            raise err
-        status, _ = await _bridge.wait(uid, fut, op)
+        status, _ = await _bridge.call(
+            lambda cb, uid, free_cb, op: lib.sluice_limiter_acquire(h, raw, len(raw), cost, ms, cb,
+                                                                    uid, free_cb, op))
         if status == _ETIMEDOUT:
             return False
         if status:
-            raise make_error(status, f"limiter wait for {key!r}: {lib.sluice_strerror(status).decode()}")
+            raise _bridge.status_error(status, f"limiter wait for {key!r}")
         return True
 
     @staticmethod
@@ -255,9 +245,7 @@ class Limiter:
     def stats(self):
         """Figures as a dict: algorithm, limit, window_ns, burst, keys,
         allowed, rejected, waits, waiting, wait_timeouts, reclaimed, bytes, ..."""
-        st = _lib.LimiterStats(size=ctypes.sizeof(_lib.LimiterStats))
-        check(lib.sluice_limiter_stats_get(self.handle, ctypes.byref(st)))
-        out = {name: getattr(st, name) for name, _ in st._fields_ if name != "size"}
+        out = _args.read_stats(_lib.LimiterStats, lib.sluice_limiter_stats_get, self.handle)
         out["algorithm"] = _ALGORITHM_NAMES.get(out["algorithm"], out["algorithm"])
         return out
 
@@ -265,19 +253,10 @@ class Limiter:
 
     def close(self):
         """Frees the limiter; pending waits end with ClosedError. Idempotent."""
-        h, self._h = self._h, None
-        if h is not None:
-            lib.sluice_limiter_free(h)
+        super().close()
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        if getattr(self, "_h", None) is not None and lib is not None:
-            self.close()
+    def _free(self, h):
+        lib.sluice_limiter_free(h)
 
 
 def check_many(items):

@@ -3,9 +3,8 @@ one key or several (all or nothing), with deadlines, cancellation, fencing
 tokens and a blocking form for plain threads."""
 import ctypes
 import logging
-import warnings
 
-from . import _args, _bridge, _inflight, _lib
+from . import _args, _bridge, _inflight, _lib, _owned
 from ._lib import lib
 from .errors import check, make_error
 
@@ -17,7 +16,7 @@ _FULL = {"reject": 0, "wait": 1}
 _EAGAIN = -8
 
 
-class Guard:
+class Guard(_owned.Grant):
     """A grant of one key or several. `token` is its fencing token (larger
     than that of every earlier grant of the same key released before it).
     release() gives it back; as a context manager (sync or async) it is
@@ -58,30 +57,13 @@ class Guard:
         if h is not None:
             check(lib.sluice_locks_release(h, g))
 
-    def _release_if_held(self):
+    def _release_if_held(self, _exc=None):  # a lock has no outcome to report
         if self._g is not None:
             self.release()
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self._release_if_held()
-
-    async def __aenter__(self):
-        return self
-
-    async def __aexit__(self, *exc):
-        self._release_if_held()
-
-    def __del__(self):
-        if getattr(self, "_g", None) is not None and lib is not None and self.held:
-            warnings.warn(f"sluice: a lock guard of {self.keys!r} was never released",
-                          ResourceWarning, source=self)
-            try:
-                self.release()
-            except Exception:
-                pass
+    @property
+    def _leaked(self):
+        return f"a lock guard of {self.keys!r}"
 
     def __repr__(self):
         state = "held" if self.held else "released"
@@ -146,7 +128,7 @@ class LockRequest:
         self._held.pop()._release_if_held()
 
 
-class Locks:
+class Locks(_owned.Owned):
     """Keyed mutual exclusion on a Runtime (sluice_locks). Keys are str
     (UTF-8) or bytes, 1 to 65536 bytes. Waiters on a key are served first
     come, first served; several keys are taken in one fixed order, so two
@@ -162,6 +144,8 @@ class Locks:
     Close it (or leave its `with` block) before the runtime, and not while
     another thread still uses it: pending waits end with ClosedError and
     guards still held become no-ops."""
+
+    _what = "lock manager"
 
     def __init__(self, runtime, *, max_locks=None, max_keys=None, on_full=None,
                  cleanup_interval=None, hold_limit=None, on_held_too_long=None, monitor=None):
@@ -196,12 +180,6 @@ class Locks:
         check(lib.sluice_locks_new(ctypes.byref(handle), runtime.handle, ctypes.byref(opts)))
         self._h = handle.value
 
-    @property
-    def handle(self):
-        if self._h is None:
-            raise make_error(-4, "the lock manager is closed")
-        return self._h
-
     # ---- acquiring ----------------------------------------------------
 
     def lock(self, keys, *, shared=False, timeout=None):
@@ -231,33 +209,24 @@ class Locks:
             g = self._inflight.attempt(req.raw, lambda: self._try(h, req))
             if g is not None:
                 return Guard(self, g, keys, shared)
+        if req.array is None:
+            def begin(cb, uid, free_cb, op):
+                return lib.sluice_locks_acquire(h, req.key, len(req.key), req.mode, ms, cb, uid,
+                                                free_cb, op)
+        else:
+            def begin(cb, uid, free_cb, op):
+                return lib.sluice_locks_acquire_many(h, req.array, req.n, ms, cb, uid, free_cb, op)
         self._inflight.add(req.raw)
         try:
-            uid, fut = _bridge.register(on_late=self._release_late)
-            op = ctypes.c_void_p()
-            if req.array is None:
-                rc = lib.sluice_locks_acquire(h, req.key, len(req.key), req.mode, ms,
-                                              _bridge._acquire_cb, uid, _bridge._free_cb,
-                                              ctypes.byref(op))
-            else:
-                rc = lib.sluice_locks_acquire_many(h, req.array, req.n, ms, _bridge._acquire_cb, uid,
-                                                   _bridge._free_cb, ctypes.byref(op))
-            if rc < 0:
-                err = make_error(rc)
-                _bridge.unregister(uid)
-                raise err
-            status, g = await _bridge.wait(uid, fut, op)
+            g = await _bridge.grant(begin, self._give_back, f"lock {keys!r}")
         finally:
             self._inflight.remove(req.raw)
-        if status:
-            raise make_error(status, f"lock {keys!r}: {lib.sluice_strerror(status).decode()}")
         return Guard(self, g, keys, shared)
 
-    def _release_late(self, outcome):
-        # A grant nobody will receive (its task was cancelled): give it back.
-        status, g = outcome
+    def _give_back(self, g):
+        # A grant nobody will receive (its task was cancelled).
         h = self._h
-        if status == 0 and g and h is not None:
+        if h is not None:
             lib.sluice_locks_release(h, g)
 
     def try_acquire(self, keys, *, shared=False):
@@ -312,9 +281,7 @@ class Locks:
     def stats(self):
         """Figures as a dict: live_keys, held, waiters, acquisitions,
         contended, timeouts, cancellations, wait_ns, busy, ..."""
-        st = _lib.LocksStats(size=ctypes.sizeof(_lib.LocksStats))
-        check(lib.sluice_locks_stats_get(self.handle, ctypes.byref(st)))
-        return {name: getattr(st, name) for name, _ in st._fields_ if name != "size"}
+        return _args.read_stats(_lib.LocksStats, lib.sluice_locks_stats_get, self.handle)
 
     # ---- life cycle ---------------------------------------------------
 
@@ -322,19 +289,10 @@ class Locks:
         """Frees the manager: pending waits end with ClosedError (on sluice's
         loop, before this returns); guards still held become no-ops.
         Idempotent."""
-        h, self._h = self._h, None
-        if h is not None:
-            lib.sluice_locks_free(h)
+        super().close()
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        if getattr(self, "_h", None) is not None and lib is not None:
-            self.close()
+    def _free(self, h):
+        lib.sluice_locks_free(h)
 
     def __repr__(self):
         if self._h is None:

@@ -2,7 +2,7 @@
 import contextlib
 import ctypes
 
-from . import _lib
+from . import _args, _lib
 from ._lib import lib
 from .errors import SluiceError, check, make_error
 
@@ -68,17 +68,15 @@ class Monitor:
         out = []
         w = WINDOWS[window]
         for i in range(lib.sluice_monitor_series_count(self.handle)):
-            st = _lib.OpStats(size=ctypes.sizeof(_lib.OpStats))
-            check(lib.sluice_monitor_op_stats_get(self.handle, i, w, ctypes.byref(st)))
-            d = {n: getattr(st, n) for n, _ in st._fields_ if n not in ("size", "name")}
-            d["name"] = st.name.decode("utf-8", "replace")
+            d = _args.read_stats(_lib.OpStats,
+                                 lambda h, st: lib.sluice_monitor_op_stats_get(h, i, w, st),
+                                 self.handle)
+            d["name"] = d["name"].decode("utf-8", "replace")
             out.append(d)
         return out
 
     def process(self):
-        st = _lib.ProcessStats(size=ctypes.sizeof(_lib.ProcessStats))
-        check(lib.sluice_monitor_process(self.handle, ctypes.byref(st)))
-        return {n: getattr(st, n) for n, _ in st._fields_ if n != "size"}
+        return _args.read_stats(_lib.ProcessStats, lib.sluice_monitor_process, self.handle)
 
     def json(self):
         buf = _lib.Buf()

@@ -6,7 +6,7 @@ import datetime
 import decimal
 import json
 
-from . import _bridge, _lib
+from . import _args, _bridge, _lib
 from ._lib import lib
 from .errors import AmbiguousError, PgError, check, error_class, make_error
 
@@ -122,14 +122,10 @@ async def _run(start, timeout, flags, sql, args):
     check(lib.sluice_pg_query_options_init(ctypes.byref(qo), _lib.PG_QUERY_OPTIONS_VERSION))
     qo.timeout_ms = max(1, int(timeout * 1000))
     qo.flags = flags
-    uid, fut = _bridge.register(on_late=lambda v: lib.sluice_pg_result_free(v[1]))
-    op = ctypes.c_void_p()
-    rc = start(sql.encode(), n, values, lengths, formats, ctypes.byref(qo), _bridge._result_cb,
-               uid, _bridge._free_cb, ctypes.byref(op))
-    if rc < 0:
-        _bridge.unregister(uid)
-        raise make_error(rc)
-    status, ptr = await _bridge.wait(uid, fut, op)
+    status, ptr = await _bridge.call(
+        lambda cb, uid, free_cb, op: start(sql.encode(), n, values, lengths, formats,
+                                           ctypes.byref(qo), cb, uid, free_cb, op),
+        _bridge._result_cb, on_late=lambda v: lib.sluice_pg_result_free(v[1]))
     if status:
         err = _raise_for(ptr, status, 1 if flags & IDEMPOTENT else 0)
         lib.sluice_pg_result_free(ptr)
@@ -241,16 +237,11 @@ class Pool(_Queries):
             conn.release()
 
     async def _acquire(self, timeout):
-        uid, fut = _bridge.register(on_late=lambda v: v[0] == 0 and lib.sluice_pg_conn_release(v[1]))
-        op = ctypes.c_void_p()
-        rc = lib.sluice_pg_pool_acquire(self.handle, max(1, int(timeout * 1000)), _bridge._acquire_cb,
-                                        uid, _bridge._free_cb, ctypes.byref(op))
-        if rc < 0:
-            _bridge.unregister(uid)
-            raise make_error(rc)
-        status, conn = await _bridge.wait(uid, fut, op)
-        if status:
-            raise make_error(status, "")
+        ms = max(1, int(timeout * 1000))
+        conn = await _bridge.grant(
+            lambda cb, uid, free_cb, op: lib.sluice_pg_pool_acquire(self.handle, ms, cb, uid,
+                                                                    free_cb, op),
+            lib.sluice_pg_conn_release)
         return conn
 
     @contextlib.asynccontextmanager
@@ -261,10 +252,8 @@ class Pool(_Queries):
                 yield conn
 
     def stats(self):
-        st = _lib.PgPoolStats(size=ctypes.sizeof(_lib.PgPoolStats))
-        check(lib.sluice_pg_pool_stats_get(self.handle, ctypes.byref(st)))
-        out = {name: getattr(st, name) for name, _ in st._fields_ if name not in ("size", "evictions")}
-        out["evictions"] = list(st.evictions)
+        out = _args.read_stats(_lib.PgPoolStats, lib.sluice_pg_pool_stats_get, self.handle)
+        out["evictions"] = list(out["evictions"])  # a ctypes array into the struct: copy it out
         return out
 
     async def close(self, drain_seconds=5.0):

@@ -116,12 +116,10 @@ class RetryPolicy:
         check(lib.sluice_retry_options_init(ctypes.byref(opts), _lib.RETRY_OPTIONS_VERSION))
         if max_attempts is not None:
             opts.max_attempts = _args.uint(max_attempts, "max_attempts")
-        for field, name_, value in (("base_delay_ms", "base_delay", base_delay),
-                                    ("max_delay_ms", "max_delay", max_delay),
-                                    ("total_timeout_ms", "total_timeout", total_timeout),
-                                    ("attempt_timeout_ms", "attempt_timeout", attempt_timeout)):
-            if value is not None:
-                setattr(opts, field, _args.seconds_to_ms(value, name_))
+        _args.set_options(opts, _args.seconds_to_ms, (
+            ("base_delay_ms", "base_delay", base_delay), ("max_delay_ms", "max_delay", max_delay),
+            ("total_timeout_ms", "total_timeout", total_timeout),
+            ("attempt_timeout_ms", "attempt_timeout", attempt_timeout)))
         if multiplier is not None:
             opts.multiplier = _args.number(multiplier, "multiplier")
         if jitter is not None:
@@ -295,9 +293,7 @@ class RetryPolicy:
         """Figures as a dict: runs, in_flight, attempts, successes_first,
         successes_after_retry, failures_*, budget_refusals,
         breaker_refusals, deadline_stops, cancelled, budget_balance, ..."""
-        st = _lib.RetryStats(size=ctypes.sizeof(_lib.RetryStats))
-        check(lib.sluice_retry_stats_get(self.handle, ctypes.byref(st)))
-        return {name: getattr(st, name) for name, _ in st._fields_ if name != "size"}
+        return _args.read_stats(_lib.RetryStats, lib.sluice_retry_stats_get, self.handle)
 
     def close(self):
         """Frees the policy; runs still going end with ClosedError at their

@@ -4,7 +4,7 @@ import ctypes
 import math
 import weakref
 
-from . import _bridge, _lib
+from . import _args, _bridge, _lib
 from ._lib import lib
 from .errors import check, make_error
 from .op import Op
@@ -76,14 +76,10 @@ class Runtime:
         """Starts a sluice timer and returns its Op (await it; cancel() it).
         Call from a running asyncio loop."""
         delay_ms = math.ceil(max(0.0, seconds) * 1000)  # never earlier than asked
-        uid, fut = _bridge.register()
-        op = ctypes.c_void_p()
-        rc = lib.sluice_runtime_timer(self._h, delay_ms, _bridge._status_cb, uid,
-                                      _bridge._free_cb, ctypes.byref(op))
-        if rc < 0:
-            err = make_error(rc)
-            _bridge.unregister(uid)
-            raise err
+        uid, fut, op = _bridge.start(
+            lambda cb, uid, free_cb, op: lib.sluice_runtime_timer(self._h, delay_ms, cb, uid,
+                                                                  free_cb, op),
+            _bridge._status_cb)
         return Op(uid, fut, op)
 
     async def sleep(self, seconds):
@@ -125,16 +121,12 @@ class Runtime:
     def stats(self):
         """Loop figures as a dict (posted, ops_started/completed/pending,
         lag_*_ns, is_own_thread, is_closed)."""
-        st = _lib.RuntimeStats(size=ctypes.sizeof(_lib.RuntimeStats))
-        check(lib.sluice_runtime_stats_get(self._h, ctypes.byref(st)))
-        return {name: getattr(st, name) for name, _ in st._fields_ if name != "size"}
+        return _args.read_stats(_lib.RuntimeStats, lib.sluice_runtime_stats_get, self._h)
 
     def memory(self):
         """The library's allocator figures as a dict (jemalloc, allocated,
         active, resident, arena)."""
-        st = _lib.MemoryStats(size=ctypes.sizeof(_lib.MemoryStats))
-        check(lib.sluice_runtime_memory(self._h, ctypes.byref(st)))
-        return {name: getattr(st, name) for name, _ in st._fields_ if name != "size"}
+        return _args.read_stats(_lib.MemoryStats, lib.sluice_runtime_memory, self._h)
 
     def describe(self):
         """The library's one-line summary of this runtime."""

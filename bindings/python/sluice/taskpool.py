@@ -6,9 +6,8 @@ import asyncio
 import ctypes
 import logging
 import threading
-import warnings
 
-from . import _args, _bridge, _lib
+from . import _args, _bridge, _lib, _owned
 from ._lib import lib
 from .errors import SluiceError, check, make_error
 
@@ -41,7 +40,7 @@ def _finished(rc):
     return True
 
 
-class Permit:
+class Permit(_owned.Grant):
     """A slot of a TaskPool, held until release(). As a context manager
     (sync or async) it is released when the block ends, as a failure if the
     block raised. Any thread may release it.
@@ -75,30 +74,11 @@ class Permit:
                 code = _EINTERNAL
             check(lib.sluice_taskpool_release(h, p, code))
 
+    _leaked = "a task pool permit"
+
     def _release_if_held(self, exc=None):
         if self._p is not None:
             self.release(_outcome_of(exc))
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, _type, exc, _tb):
-        self._release_if_held(exc)
-
-    async def __aenter__(self):
-        return self
-
-    async def __aexit__(self, _type, exc, _tb):
-        self._release_if_held(exc)
-
-    def __del__(self):
-        if getattr(self, "_p", None) is not None and lib is not None and self.held:
-            warnings.warn("sluice: a task pool permit was never released", ResourceWarning,
-                          source=self)
-            try:
-                self.release()
-            except Exception:
-                pass
 
     def __repr__(self):
         return f"<sluice.Permit {'held' if self.held else 'released'}>"
@@ -162,7 +142,7 @@ def _task_trampoline(ud):
         return _EINTERNAL
 
 
-class TaskPool:
+class TaskPool(_owned.Owned):
     """Bounded concurrency on a Runtime (sluice_taskpool): `max_concurrent`
     slots shared by permits (`async with pool.slot():`, try_slot) and by
     blocking calls run on the pool's own worker threads (`await
@@ -184,18 +164,20 @@ class TaskPool:
     Close it (or leave its `with` block) before the runtime, and not from
     one of its own tasks."""
 
+    _what = "task pool"
+
     def __init__(self, runtime, *, max_concurrent=None, workers=None, max_queued=None,
                  on_full=None, adaptive=False, min_concurrent=None, max_concurrent_ceiling=None,
                  target_latency=None, monitor=None, name=None, clock=None, max_bypass=None):
         self._h = None
         opts = _lib.TaskPoolOptions()
         check(lib.sluice_taskpool_options_init(ctypes.byref(opts), _lib.TASKPOOL_OPTIONS_VERSION))
-        for field, value in (("max_concurrent", max_concurrent), ("workers", workers),
-                             ("max_queued", max_queued), ("min_concurrent", min_concurrent),
-                             ("max_concurrent_ceiling", max_concurrent_ceiling),
-                             ("max_bypass", max_bypass)):
-            if value is not None:
-                setattr(opts, field, _args.uint(value, field))
+        _args.set_options(opts, _args.uint, (
+            ("max_concurrent", "max_concurrent", max_concurrent), ("workers", "workers", workers),
+            ("max_queued", "max_queued", max_queued),
+            ("min_concurrent", "min_concurrent", min_concurrent),
+            ("max_concurrent_ceiling", "max_concurrent_ceiling", max_concurrent_ceiling),
+            ("max_bypass", "max_bypass", max_bypass)))
         if on_full is not None:
             opts.on_full = _args.choice(on_full, "on_full", _FULL)
         if not isinstance(adaptive, bool):
@@ -219,12 +201,6 @@ class TaskPool:
         handle = ctypes.c_void_p()
         check(lib.sluice_taskpool_new(ctypes.byref(handle), runtime.handle, ctypes.byref(opts)))
         self._h = handle.value
-
-    @property
-    def handle(self):
-        if self._h is None:
-            raise make_error(-4, "the task pool is closed")
-        return self._h
 
     # ---- permits ------------------------------------------------------
 
@@ -271,28 +247,20 @@ class TaskPool:
                 self._waits += 1
         if p is not None:
             return Permit(self, p)
+        def begin(cb, uid, free_cb, op):
+            return lib.sluice_taskpool_acquire(h, prio, ms, cb, uid, free_cb, op)
         try:
-            uid, fut = _bridge.register(on_late=self._release_late)
-            op = ctypes.c_void_p()
-            rc = lib.sluice_taskpool_acquire(h, prio, ms, _bridge._acquire_cb, uid,
-                                             _bridge._free_cb, ctypes.byref(op))
-            if rc < 0:
-                err = make_error(rc)
-                _bridge.unregister(uid)
-                raise err
-            status, p = await _bridge.wait(uid, fut, op)
+            p = await _bridge.grant(begin, self._give_back, "task pool slot")
         finally:
             with self._waits_lock:
                 self._waits -= 1
-        if status:
-            raise make_error(status, f"task pool slot: {lib.sluice_strerror(status).decode()}")
         return Permit(self, p)
 
-    def _release_late(self, outcome):
-        # A grant nobody will receive (its task was cancelled): give it back.
-        status, p = outcome
+    def _give_back(self, p):
+        # A grant nobody will receive (its task was cancelled): the slot went
+        # back unused, so it counts as completed.
         h = self._h
-        if status == 0 and p and h is not None:
+        if h is not None:
             lib.sluice_taskpool_release(h, p, 0)
 
     def acquire_blocking(self, *, priority="normal", timeout=None):
@@ -331,29 +299,28 @@ class TaskPool:
         prio = _args.choice(priority, "priority", PRIORITIES)
         ms = _args.timeout_ms(timeout)
         h = self.handle
-        uid, fut = _bridge.register()
-        record = [fn, args, None]
-        with _tasks_lock:
-            _tasks[uid] = record
+        record, uids = [fn, args, None], []
+
+        def begin(cb, uid, free_cb, op):
+            # The task and its done callback share the id as user_data, and
+            # a worker may run the task at once: file the record first.
+            uids.append(uid)
+            with _tasks_lock:
+                _tasks[uid] = record
+            return lib.sluice_taskpool_submit(h, _task_trampoline, prio, ms, cb, uid, free_cb, op)
         try:
-            op = ctypes.c_void_p()
-            rc = lib.sluice_taskpool_submit(h, _task_trampoline, prio, ms, _bridge._status_cb,
-                                            uid, _bridge._free_cb, ctypes.byref(op))
-            if rc < 0:
-                err = make_error(rc)
-                _bridge.unregister(uid)
-                raise err
-            status, _ = await _bridge.wait(uid, fut, op)
+            status, _ = await _bridge.call(begin)
         finally:
             with _tasks_lock:
-                _tasks.pop(uid, None)
+                for uid in uids:
+                    _tasks.pop(uid, None)
         if record[2] is not None:  # fn ran: its own outcome, whatever the status says
             ok, value = record[2]
             if ok:
                 return value
             raise value
         if status:
-            raise make_error(status, f"task pool call: {lib.sluice_strerror(status).decode()}")
+            raise _bridge.status_error(status, "task pool call")
         raise make_error(_EINTERNAL, "task pool call completed without running")
 
     # ---- control and figures ------------------------------------------
@@ -399,9 +366,7 @@ class TaskPool:
         failed, rejected, expired, cancelled, closed, peak_running,
         peak_queued, queue_wait_ns_total, run_ns_total, room_waiting, busy,
         bad_releases, threads, limit_raised, limit_lowered."""
-        st = _lib.TaskPoolStats(size=ctypes.sizeof(_lib.TaskPoolStats))
-        check(lib.sluice_taskpool_stats_get(self.handle, ctypes.byref(st)))
-        return {name: getattr(st, name) for name, _ in st._fields_ if name != "size"}
+        return _args.read_stats(_lib.TaskPoolStats, lib.sluice_taskpool_stats_get, self.handle)
 
     # ---- life cycle ---------------------------------------------------
 
@@ -409,19 +374,10 @@ class TaskPool:
         """Frees the pool: waiting requests end with ClosedError, calls
         already running are waited for, permits still held become no-ops.
         Idempotent. Not from one of the pool's own tasks."""
-        h, self._h = self._h, None
-        if h is not None:
-            lib.sluice_taskpool_free(h)
+        super().close()
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        if getattr(self, "_h", None) is not None and lib is not None:
-            self.close()
+    def _free(self, h):
+        lib.sluice_taskpool_free(h)
 
     def __repr__(self):
         if self._h is None:

@@ -1,5 +1,7 @@
 """Helpers shared by the tests."""
+import asyncio
 import threading
+import time
 
 from sluice import _bridge
 
@@ -24,8 +26,15 @@ def probe(rt):
 
 def run(coro):
     """asyncio.run with a hang guard (never a timing claim)."""
-    import asyncio
-
     async def guarded():
         return await asyncio.wait_for(coro, GUARD)
     return asyncio.run(guarded())
+
+
+async def until(cond):
+    """Polls a condition on the library's figures (a request reaching the
+    queue happens on sluice's loop thread); GUARD is a hang guard only."""
+    end = time.monotonic() + GUARD
+    while not cond():
+        assert time.monotonic() < end, "hang guard"
+        await asyncio.sleep(0.001)

@@ -13,7 +13,7 @@ import pytest
 import sluice
 from sluice import _args
 
-from _support import GUARD, probe, run
+from _support import GUARD, probe, run, until
 
 pytestmark = pytest.mark.usefixtures("exactly_once")
 
@@ -206,8 +206,7 @@ def test_acquire_waits_for_the_clock(rt, clock):
     async def main():
         assert lim.check("k")
         task = asyncio.ensure_future(lim.acquire("k"))
-        while lim.stats()["waiting"] < 1:
-            await rt.sleep(0.001)
+        await until(lambda: lim.stats()["waiting"] >= 1)
         queued = lim.check("other")  # another key is unaffected
         assert queued
         no = lim.check("k")
@@ -258,8 +257,7 @@ def test_a_wait_on_its_way_to_the_loop_is_not_jumped(rt, clock):
             a = asyncio.ensure_future(waiter("A"))  # each step runs in this order,
             asyncio.get_running_loop().call_soon(clock.advance, 1.0)  # after A has posted
             b = asyncio.ensure_future(waiter("B"))
-            while lim.stats()["waiting"] < 1 or not order:  # A passed, B waits
-                await rt.sleep(0.0005)
+            await until(lambda: lim.stats()["waiting"] >= 1 and order)  # A passed, B waits
             clock.advance(1.0)
             lim.wake()
             await asyncio.gather(a, b)
@@ -280,13 +278,11 @@ def test_waiters_are_served_in_order_whatever_their_cost(rt, clock):
     async def main():
         assert lim.check("k", 3)
         tasks = [asyncio.ensure_future(waiter(i, c)) for i, c in enumerate([3, 1, 2, 1])]
-        while lim.stats()["waiting"] < 4:
-            await rt.sleep(0.001)
+        await until(lambda: lim.stats()["waiting"] >= 4)
         for _ in range(3):  # one window at a time: 3, then 1 + 2, then 1
             clock.advance(1.0)
             lim.wake()
-            while len(order) < {0: 1, 1: 3, 2: 4}[_]:
-                await rt.sleep(0.001)
+            await until(lambda: len(order) >= {0: 1, 1: 3, 2: 4}[_])
         await asyncio.gather(*tasks)
 
     run(main())
@@ -321,8 +317,7 @@ def test_cancel_racing_a_grant_keeps_the_count_exact(rt, clock):
             key = f"k{i}"
             assert lim.check(key)
             task = asyncio.ensure_future(lim.acquire(key))
-            while lim.stats()["waiting"] < 1:
-                await rt.sleep(0.0005)
+            await until(lambda: lim.stats()["waiting"] >= 1)
             cancels = lim.stats()["wait_cancels"]
             waker = None
             if i % 3 == 0:  # the cancel reaches the loop first
@@ -398,8 +393,7 @@ def test_set_limit_keeps_state_and_fails_waiters_that_cannot_fit(rt, clock):
     async def main():
         assert lim.check("k", 4)
         task = asyncio.ensure_future(lim.acquire("k", 3))
-        while lim.stats()["waiting"] < 1:
-            await rt.sleep(0.001)
+        await until(lambda: lim.stats()["waiting"] >= 1)
         lim.set_limit(2)
         with pytest.raises(sluice.InvalidArgumentError):
             await task

@@ -13,7 +13,7 @@ import pytest
 
 import sluice
 
-from _support import GUARD, probe, run
+from _support import GUARD, probe, run, until
 
 pytestmark = pytest.mark.usefixtures("exactly_once")
 
@@ -25,6 +25,16 @@ def takeable(locks, keys, shared=False):
         return False
     g.release()
     return True
+
+
+async def queued_behind(locks, key, wanted=None, stat="waiters"):
+    """Takes `key` now and starts locks.acquire(wanted, default key) in a
+    task; returns (guard, task) once that wait is queued on the loop thread
+    (stat="room_waiters": waiting for room under on_full="wait")."""
+    holder = locks.try_acquire(key)
+    task = asyncio.ensure_future(locks.acquire(key if wanted is None else wanted))
+    await until(lambda: locks.stats()[stat] >= 1)
+    return holder, task
 
 
 @pytest.fixture
@@ -117,8 +127,8 @@ def test_waiters_are_served_first_come_first_served(rt, locks):
         g = locks.try_acquire("hot")
         tasks = [asyncio.ensure_future(waiter(i)) for i in range(20)]
         await asyncio.sleep(0)  # every task has queued, in creation order
-        while locks.stats()["waiters"] < 20:  # they reach the loop thread in order
-            await rt.sleep(0.001)
+        # They reach the loop thread in order.
+        await until(lambda: locks.stats()["waiters"] >= 20)
         g.release()
         await asyncio.gather(*tasks)
 
@@ -165,8 +175,7 @@ def test_a_queued_writer_blocks_later_readers(rt, locks):
     async def main():
         reader = locks.try_acquire("cfg", shared=True)
         writer = asyncio.ensure_future(locks.acquire("cfg"))
-        while locks.stats()["waiters"] < 1:
-            await rt.sleep(0.001)
+        await until(lambda: locks.stats()["waiters"] >= 1)
         assert locks.try_acquire("cfg", shared=True) is None  # would jump the writer
         reader.release()
         g = await writer
@@ -259,8 +268,7 @@ def test_many_keys_all_or_nothing(rt, locks):
         assert locks.try_acquire(["a", "b"]) is None
         assert takeable(locks, "a") and locks.stats()["held"] == 1  # "a" was not kept
         waiting = asyncio.ensure_future(locks.acquire(["c", "b"]))
-        while locks.stats()["waiters"] < 1:
-            await rt.sleep(0.001)
+        await until(lambda: locks.stats()["waiters"] >= 1)
         b.release()
         g = await waiting
         assert g.keys == ["c", "b"]
@@ -313,10 +321,7 @@ def test_deadline_ends_the_wait(rt, locks):
 
 def test_cancelling_the_task_cancels_the_wait(rt, locks):
     async def main():
-        g = locks.try_acquire("k")
-        task = asyncio.ensure_future(locks.acquire("k"))
-        while locks.stats()["waiters"] < 1:
-            await rt.sleep(0.001)
+        g, task = await queued_behind(locks, "k")
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -348,11 +353,8 @@ def test_cancel_racing_a_grant_never_leaks_the_key(rt, locks):
 
     async def main():
         for i in range(300):
-            holder = locks.try_acquire("race")
             keys = "race" if i % 2 else ["race", f"other{i % 7}"]
-            task = asyncio.ensure_future(locks.acquire(keys))
-            while locks.stats()["waiters"] < 1:  # queued behind the holder
-                await rt.sleep(0.0005)
+            holder, task = await queued_behind(locks, "race", keys)
             if i % 3 == 0:
                 holder.release()
                 spin()
@@ -456,10 +458,7 @@ def test_max_keys_reject_and_wait(rt):
 
     with sluice.Locks(rt, max_keys=1, on_full="wait") as locks:
         async def main():
-            a = locks.try_acquire("a")
-            c = asyncio.ensure_future(locks.acquire("c"))
-            while locks.stats()["room_waiters"] < 1:
-                await rt.sleep(0.001)
+            a, c = await queued_behind(locks, "a", "c", stat="room_waiters")
             a.release()
             (await c).release()
 
@@ -470,10 +469,7 @@ def test_close_ends_pending_waits_and_neutralises_guards(rt):
     locks = sluice.Locks(rt)
 
     async def main():
-        g = locks.try_acquire("k")
-        task = asyncio.ensure_future(locks.acquire("k"))
-        while locks.stats()["waiters"] < 1:
-            await rt.sleep(0.001)
+        g, task = await queued_behind(locks, "k")
         locks.close()
         with pytest.raises(sluice.ClosedError):
             await task
@@ -520,10 +516,7 @@ def test_monitor_records_lock_waits(rt):
     mon = sluice.Monitor(rt)
     with sluice.Locks(rt, monitor=mon) as locks:
         async def main():
-            g = locks.try_acquire("k")
-            task = asyncio.ensure_future(locks.acquire("k"))
-            while locks.stats()["waiters"] < 1:
-                await rt.sleep(0.001)
+            g, task = await queued_behind(locks, "k")
             g.release()
             (await task).release()
 

@@ -17,23 +17,10 @@ import pytest
 import sluice
 from sluice import _bridge
 
-from _support import GUARD, probe
+from _support import GUARD, probe, run
 
-
-@pytest.fixture(autouse=True)
-def exactly_once():
-    """No callback runs twice and nothing is freed that was not registered."""
-    before = _bridge.counts()
-    yield
-    after = _bridge.counts()
-    assert after["duplicate_callbacks"] == before["duplicate_callbacks"]
-    assert after["unknown_frees"] == before["unknown_frees"]
-
-
-def run(coro):
-    async def guarded():
-        return await asyncio.wait_for(coro, GUARD)
-    return asyncio.run(guarded())
+# conftest's exactly_once check around every test here.
+pytestmark = pytest.mark.usefixtures("exactly_once")
 
 
 # ---- life cycle ----------------------------------------------------------

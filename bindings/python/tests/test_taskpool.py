@@ -12,18 +12,9 @@ import pytest
 
 import sluice
 
-from _support import GUARD, probe, run
+from _support import GUARD, probe, run, until
 
 pytestmark = pytest.mark.usefixtures("exactly_once")
-
-
-async def until(cond):
-    """Polls a condition on the library's figures (a request reaching the
-    queue happens on sluice's loop thread); GUARD is a hang guard only."""
-    end = time.monotonic() + GUARD
-    while not cond():
-        assert time.monotonic() < end, "hang guard"
-        await asyncio.sleep(0.001)
 
 
 def settled(pool, **expect):
