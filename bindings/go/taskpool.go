@@ -359,57 +359,28 @@ func (tp *TaskPool) acquire(ctx context.Context, what string, prio Priority) (*P
 	if err != nil {
 		return nil, err
 	}
-	k := &valueCall{done: make(chan struct{})}
-	var op *C.sluice_op
-	opOut := (**C.sluice_op)(nil)
-	if ctx.Done() != nil {
-		opOut = &op
-	}
-	err = tp.o.use(func(p unsafe.Pointer) error {
-		h := newHandle(k)
-		var r C.sg_result
-		C.sg_taskpool_acquire(&r, (*C.sluice_taskpool)(p), C.int(prio), C.int64_t(ms), h, opOut)
-		if err := resultErr(&r); err != nil {
-			dropHandle(h) // nothing was taken
-			return err
-		}
-		return nil
+	pv, err := tp.o.awaitGrant(ctx, grantWait{
+		what: what,
+		start: func(p unsafe.Pointer, h C.uintptr_t, opOut **C.sluice_op) error {
+			var r C.sg_result
+			C.sg_taskpool_acquire(&r, (*C.sluice_taskpool)(p), C.int(prio), C.int64_t(ms), h, opOut)
+			return resultErr(&r)
+		},
+		failed:   func(status int) error { return waitFailed(ctx, what, status, taskPoolWaitMsgs) },
+		giveBack: func(v uint64) { _ = (&Permit{tp: tp, v: v}).Release(nil) },
+		late:     &latePermits,
+		lost:     "the slot granted meanwhile was given back",
 	})
 	if err != nil {
 		return nil, err
 	}
-	canceled := waitOp(ctx, k.done, op, tp.o.opCanceler())
-	if k.status != 0 {
-		return nil, tp.waitError(ctx, what, k.status)
-	}
-	pm := &Permit{tp: tp, v: k.value, start: time.Now()}
-	if canceled {
-		// Granted before the cancel took: nobody wants it.
-		atomic.AddInt64(&latePermits, 1)
-		_ = pm.Release(nil)
-		return nil, ctxEnded(ctx.Err(), what+": the context ended; the slot granted meanwhile was given back")
-	}
-	return pm, nil
+	return &Permit{tp: tp, v: pv, start: time.Now()}, nil
 }
 
-// waitError is the error of a wait that completed with status.
-func (tp *TaskPool) waitError(ctx context.Context, what string, status int) error {
-	cause := ctx.Err()
-	switch Code(status) {
-	case CodeCanceled:
-		if cause != nil {
-			return ctxEnded(cause, what+": the context ended while waiting")
-		}
-	case CodeTimedOut:
-		e := newError(CodeTimedOut, what+": the context's deadline passed while waiting for a slot")
-		e.cause = deadlineCause(ctx)
-		return e
-	case CodeClosed:
-		return newError(CodeClosed, what+": the task pool or its runtime shut down while waiting")
-	}
-	e := newError(Code(status), what+": the wait failed")
-	e.cause = cause
-	return e
+// taskPoolWaitMsgs are the task pool's own messages for a failed wait.
+var taskPoolWaitMsgs = map[Code]string{
+	CodeTimedOut: "the context's deadline passed while waiting for a slot",
+	CodeClosed:   "the task pool or its runtime shut down while waiting",
 }
 
 // Run runs fn in the calling goroutine under a slot: Acquire, fn, then
@@ -550,28 +521,17 @@ func (tp *TaskPool) Submit(ctx context.Context, prio Priority, fn func() error) 
 		return err
 	}
 	t := &taskCall{fn: fn, done: make(chan struct{})}
-	var op *C.sluice_op
-	opOut := (**C.sluice_op)(nil)
-	if ctx.Done() != nil {
-		opOut = &op
-	}
-	err = tp.o.use(func(p unsafe.Pointer) error {
+	_, err = tp.o.queueWait(ctx, t, t.done, func(p unsafe.Pointer, h C.uintptr_t, opOut **C.sluice_op) error {
 		if tp.o.onLoop() {
 			return errLoopBlock(what)
 		}
-		h := newHandle(t)
 		var r C.sg_result
 		C.sg_taskpool_submit(&r, (*C.sluice_taskpool)(p), C.int(prio), C.int64_t(ms), h, opOut)
-		if err := resultErr(&r); err != nil {
-			dropHandle(h) // nothing was taken
-			return err
-		}
-		return nil
+		return resultErr(&r)
 	})
 	if err != nil {
 		return err
 	}
-	waitOp(ctx, t.done, op, tp.o.opCanceler())
 	t.mu.Lock()
 	ran, ferr, panicked, pv := t.ran, t.err, t.panicked, t.panicVal
 	t.mu.Unlock()
@@ -581,7 +541,7 @@ func (tp *TaskPool) Submit(ctx context.Context, prio Priority, fn func() error) 
 	if ran {
 		return ferr
 	}
-	return tp.waitError(ctx, what, t.status)
+	return waitFailed(ctx, what, t.status, taskPoolWaitMsgs)
 }
 
 // TaskPoolStats are a pool's figures. Every request counted in Submitted
