@@ -187,14 +187,7 @@ func NewLimiter(rt *Runtime, o LimiterOptions) (*Limiter, error) {
 				return err
 			}
 			obj.after = append(obj.after, o.Monitor.c.releaseUse)
-			if deps != nil {
-				obj.deps = deps
-				if !deps.add(obj) { // the monitor's runtime is closing
-					C.sluice_limiter_free((*C.sluice_limiter)(obj.ptr))
-					return newError(CodeClosed, "LimiterOptions.Monitor's runtime is closing")
-				}
-			}
-			return nil
+			return obj.joinMonitorDeps(deps, "LimiterOptions.Monitor")
 		})
 	default:
 		err = create(nil, nil)

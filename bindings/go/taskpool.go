@@ -294,19 +294,27 @@ func validPriority(what string, prio Priority) error {
 // taken, or requests waiting: they go first). It never waits, so it may
 // be called on the loop thread. Other errors: ErrClosed.
 func (tp *TaskPool) TryAcquire() (*Permit, error) {
-	var v C.uint64_t
-	err := tp.o.use(func(p unsafe.Pointer) error {
-		var r C.sg_result
-		C.sg_taskpool_try(&r, (*C.sluice_taskpool)(p), &v)
-		if r.rc == C.SLUICE_EAGAIN {
-			return newError(CodeAgain, "TaskPool.TryAcquire: every slot is taken or requests are waiting")
-		}
-		return resultErr(&r)
+	var v uint64
+	err := tp.o.use(func(p unsafe.Pointer) (err error) {
+		v, err = tryPermit(p, "TaskPool.TryAcquire: every slot is taken or requests are waiting")
+		return err
 	})
 	if err != nil {
 		return nil, err
 	}
-	return &Permit{tp: tp, v: uint64(v), start: time.Now()}, nil
+	return &Permit{tp: tp, v: v, start: time.Now()}, nil
+}
+
+// tryPermit takes a free slot of the live pool p now, or fails with
+// ErrAgain saying again.
+func tryPermit(p unsafe.Pointer, again string) (uint64, error) {
+	var v C.uint64_t
+	var r C.sg_result
+	C.sg_taskpool_try(&r, (*C.sluice_taskpool)(p), &v)
+	if r.rc == C.SLUICE_EAGAIN {
+		return 0, newError(CodeAgain, again)
+	}
+	return uint64(v), resultErr(&r)
 }
 
 // latePermits counts permits granted after their wait was cancelled, and
@@ -336,21 +344,17 @@ func (tp *TaskPool) acquire(ctx context.Context, what string, prio Priority) (*P
 	}
 	// Try first: a free slot needs no trip to the loop, and a try never
 	// passes waiting requests, so priority order holds.
-	var v C.uint64_t
-	err := tp.o.use(func(p unsafe.Pointer) error {
+	var v uint64
+	err := tp.o.use(func(p unsafe.Pointer) (err error) {
 		if tp.o.onLoop() {
 			return errLoopBlock(what)
 		}
-		var r C.sg_result
-		C.sg_taskpool_try(&r, (*C.sluice_taskpool)(p), &v)
-		if r.rc == C.SLUICE_EAGAIN {
-			return newError(CodeAgain, "")
-		}
-		return resultErr(&r)
+		v, err = tryPermit(p, "")
+		return err
 	})
 	switch {
 	case err == nil:
-		return &Permit{tp: tp, v: uint64(v), start: time.Now()}, nil
+		return &Permit{tp: tp, v: v, start: time.Now()}, nil
 	case !isCode(err, CodeAgain):
 		return nil, err
 	}
