@@ -256,14 +256,7 @@ func TestBreakerMonitorSeesOpenedAndRejected(t *testing.T) {
 			t.Fatalf("Allow on an open breaker: %v", err)
 		}
 	}
-	ops, err := mon.Stats(WindowAll)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := map[string]OpStats{}
-	for _, op := range ops {
-		got[op.Name] = op
-	}
+	got := opStats(t, mon, WindowAll)
 	if op := got["ai.breaker.opened"]; op.Count != 1 || op.Errors != 1 {
 		t.Errorf("ai.breaker.opened: %+v, want one failed sample", op)
 	}

@@ -467,10 +467,7 @@ func TestLimiterBadInput(t *testing.T) {
 }
 
 func TestLimiterOnLoopThreadAndClose(t *testing.T) {
-	rt, err := New()
-	if err != nil {
-		t.Fatal(err)
-	}
+	rt := newRuntime(t) // closed again at the end: a no-op
 	l, err := NewLimiter(rt, LimiterOptions{Limit: 1, Window: time.Minute})
 	if err != nil {
 		t.Fatal(err)
@@ -502,14 +499,8 @@ func TestLimiterOnLoopThreadAndClose(t *testing.T) {
 // A limiter on no runtime recording into a monitor on one is closed with
 // that runtime, before the monitor.
 func TestLimiterMonitor(t *testing.T) {
-	rt, err := New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := NewMonitor(rt, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rt := newRuntime(t) // closed again at the end: a no-op
+	m := newMonitor(t, rt)
 	l, err := NewLimiter(nil, LimiterOptions{Limit: 1, Window: time.Minute, Monitor: m, Name: "chat"})
 	if err != nil {
 		t.Fatal(err)

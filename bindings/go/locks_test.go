@@ -233,11 +233,7 @@ func TestLocksDeadlineAndCancel(t *testing.T) {
 	}
 
 	cctx, cancel := context.WithCancel(ctx)
-	got := make(chan error, 1)
-	go func() {
-		_, err := l.Lock(cctx, "k")
-		got <- err
-	}()
+	got := lockAndUnlock(cctx, l, "k")
 	waitFor(t, "waiter to queue", func() bool { return mustGet(t, l.Stats).Waiters == 1 })
 	cancel()
 	if err := <-got; !errors.Is(err, ErrCanceled) || !errors.Is(err, context.Canceled) {
@@ -518,14 +514,7 @@ func TestLocksKeyLimit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := make(chan error, 1)
-	go func() {
-		g, err := w.Lock(ctx, "b")
-		if err == nil {
-			g.Unlock()
-		}
-		got <- err
-	}()
+	got := lockAndUnlock(ctx, w, "b")
 	waitFor(t, "room waiter", func() bool { return mustGet(t, w.Stats).RoomWaiters == 1 })
 	a.Unlock()
 	if err := <-got; err != nil {
@@ -602,19 +591,29 @@ func TestLocksHeldTooLong(t *testing.T) {
 	}
 }
 
+// lockAndUnlock locks key in a goroutine, unlocks it at once if granted,
+// and sends Lock's error: a waiter the test can queue behind a holder.
+func lockAndUnlock(ctx context.Context, l *Locks, key string) <-chan error {
+	got := make(chan error, 1)
+	go func() {
+		g, err := l.Lock(ctx, key)
+		if err == nil {
+			g.Unlock()
+		}
+		got <- err
+	}()
+	return got
+}
+
 func TestLocksClose(t *testing.T) {
-	rt, err := New()
-	if err != nil {
-		t.Fatal(err)
-	}
+	rt := newRuntime(t) // closed again at the end: a no-op
 	ctx := guardCtx(t)
 	l, err := NewLocks(rt, LocksOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	held, _ := l.Lock(ctx, "k")
-	got := make(chan error, 1)
-	go func() { _, err := l.Lock(ctx, "k"); got <- err }()
+	got := lockAndUnlock(ctx, l, "k")
 	waitFor(t, "waiter", func() bool { return mustGet(t, l.Stats).Waiters == 1 })
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
@@ -642,7 +641,7 @@ func TestLocksClose(t *testing.T) {
 		t.Fatal(err)
 	}
 	held, _ = l2.Lock(ctx, "k")
-	go func() { _, err := l2.Lock(ctx, "k"); got <- err }()
+	got = lockAndUnlock(ctx, l2, "k")
 	waitFor(t, "waiter", func() bool { return mustGet(t, l2.Stats).Waiters == 1 })
 	closedOnLoop := make(chan error, 1)
 	if err := rt.Post(func() {
@@ -674,14 +673,7 @@ func TestLocksMonitor(t *testing.T) {
 	l := newLocks(t, rt, LocksOptions{Monitor: m})
 	ctx := guardCtx(t)
 	h, _ := l.Lock(ctx, "k")
-	got := make(chan error, 1)
-	go func() {
-		g, err := l.Lock(ctx, "k")
-		if err == nil {
-			g.Unlock()
-		}
-		got <- err
-	}()
+	got := lockAndUnlock(ctx, l, "k")
 	waitFor(t, "waiter", func() bool { return mustGet(t, l.Stats).Waiters == 1 })
 	h.Unlock()
 	if err := <-got; err != nil {

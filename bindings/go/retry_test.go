@@ -538,14 +538,8 @@ func TestRetryBadInput(t *testing.T) {
 // "<name>.attempt" and "<name>.run" in the monitor; a policy recording
 // into a monitor on a runtime is closed with that runtime.
 func TestRetryMonitor(t *testing.T) {
-	rt, err := New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := NewMonitor(rt, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rt := newRuntime(t) // closed again at the end: a no-op
+	m := newMonitor(t, rt)
 	p, _ := newFakePolicy(t, PolicyOptions{MaxAttempts: 3, BaseDelay: time.Millisecond, Monitor: m, Name: "ai"})
 	var calls int32
 	if err := p.Do(guardCtx(t), failing(1, errFlaky, &calls)); err != nil {
