@@ -246,9 +246,7 @@ type valueCall struct {
 }
 
 func (k *valueCall) completeValue(status int, value uint64) {
-	atomic.AddInt64(&completions, 1)
-	if !atomic.CompareAndSwapInt32(&k.fired, 0, 1) {
-		atomic.AddInt64(&duplicates, 1)
+	if !firstCompletion(&k.fired) {
 		return
 	}
 	k.status, k.value = status, value

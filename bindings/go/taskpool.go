@@ -490,9 +490,7 @@ func (t *taskCall) run() (status int) {
 }
 
 func (t *taskCall) complete(status int) {
-	atomic.AddInt64(&completions, 1)
-	if !atomic.CompareAndSwapInt32(&t.fired, 0, 1) {
-		atomic.AddInt64(&duplicates, 1)
+	if !firstCompletion(&t.fired) {
 		return
 	}
 	t.status = status
