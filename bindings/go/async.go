@@ -17,6 +17,18 @@ import (
 // promise breaks); both are for the tests.
 var completions, duplicates int64
 
+// firstCompletion counts one completion of an operation and reports
+// whether it is the first: fired is the operation's own flag. A later one
+// is counted as a duplicate and must be ignored by the caller.
+func firstCompletion(fired *int32) bool {
+	atomic.AddInt64(&completions, 1)
+	if !atomic.CompareAndSwapInt32(fired, 0, 1) {
+		atomic.AddInt64(&duplicates, 1)
+		return false
+	}
+	return true
+}
+
 // Post queues fn to run on the loop thread. It returns once fn is queued,
 // not run. fn must not block: it would stall every completion of the
 // runtime (this package's blocking calls fail there with ErrDeadlock). Work
@@ -45,9 +57,7 @@ type postItem struct {
 }
 
 func (it *postItem) complete(status int) {
-	atomic.AddInt64(&completions, 1)
-	if !atomic.CompareAndSwapInt32(&it.done, 0, 1) {
-		atomic.AddInt64(&duplicates, 1)
+	if !firstCompletion(&it.done) {
 		return
 	}
 	if status == 0 { // non-zero would mean the work did not run

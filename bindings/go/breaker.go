@@ -200,14 +200,7 @@ func NewBreaker(o BreakerOptions) (*Breaker, error) {
 				return err
 			}
 			obj.after = append(obj.after, o.Monitor.c.releaseUse)
-			if deps != nil {
-				obj.deps = deps
-				if !deps.add(obj) { // the monitor's runtime is closing
-					C.sluice_breaker_free((*C.sluice_breaker)(obj.ptr))
-					return newError(CodeClosed, "BreakerOptions.Monitor's runtime is closing")
-				}
-			}
-			return nil
+			return obj.joinMonitorDeps(deps, "BreakerOptions.Monitor")
 		})
 	} else {
 		err = create(nil)

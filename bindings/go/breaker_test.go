@@ -12,20 +12,7 @@ import (
 func newBreaker(t *testing.T, o BreakerOptions) *Breaker {
 	t.Helper()
 	b, err := NewBreaker(o)
-	if err != nil {
-		t.Fatalf("NewBreaker: %v", err)
-	}
-	t.Cleanup(func() { b.Close() })
-	return b
-}
-
-func breakerStats(t *testing.T, b *Breaker) BreakerStats {
-	t.Helper()
-	st, err := b.Stats()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return st
+	return closeAtEnd(t, "NewBreaker", b, err)
 }
 
 func allow(t *testing.T, b *Breaker) BreakerTicket {
@@ -95,7 +82,7 @@ func TestBreakerLifecycle(t *testing.T) {
 	if s, _ := b.State(); s != BreakerClosed {
 		t.Fatalf("both trials good: %v", s)
 	}
-	st := breakerStats(t, b)
+	st := mustGet(t, b.Stats)
 	if st.Opened != 1 || st.HalfOpened != 1 || st.Closed != 1 || st.Ignored != 1 || st.Refused != 3 || st.Generation != 4 {
 		t.Fatalf("stats %+v", st)
 	}
@@ -147,7 +134,7 @@ func TestBreakerSlowCalls(t *testing.T) {
 	if s, _ := b.State(); s != BreakerOpen {
 		t.Fatalf("half the calls slow: %v", s)
 	}
-	if st := breakerStats(t, b); st.Slow != 2 || st.Failures != 0 {
+	if st := mustGet(t, b.Stats); st.Slow != 2 || st.Failures != 0 {
 		t.Fatalf("stats %+v", st)
 	}
 }
@@ -164,7 +151,7 @@ func TestBreakerDo(t *testing.T) {
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()
 	b.Do(cctx, func(ctx context.Context) error { return ctx.Err() }) // released, not recorded
-	if st := breakerStats(t, b); st.State != BreakerClosed || st.Successes != 4 || st.Released != 1 {
+	if st := mustGet(t, b.Stats); st.State != BreakerClosed || st.Successes != 4 || st.Released != 1 {
 		t.Fatalf("stats %+v", st)
 	}
 	for i := 0; i < 2; i++ {
@@ -269,14 +256,7 @@ func TestBreakerMonitorSeesOpenedAndRejected(t *testing.T) {
 			t.Fatalf("Allow on an open breaker: %v", err)
 		}
 	}
-	ops, err := mon.Stats(WindowAll)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := map[string]OpStats{}
-	for _, op := range ops {
-		got[op.Name] = op
-	}
+	got := opStats(t, mon, WindowAll)
 	if op := got["ai.breaker.opened"]; op.Count != 1 || op.Errors != 1 {
 		t.Errorf("ai.breaker.opened: %+v, want one failed sample", op)
 	}

@@ -91,6 +91,24 @@ func (o *cobject) free() {
 	}
 }
 
+// joinMonitorDeps ties an object just made on no runtime to deps, the set
+// of the runtime its monitor lives on (nil: none), so that closing that
+// runtime frees the object before the monitor. If that runtime is already
+// closing it frees the C object again and fails with ErrClosed, naming
+// whose runtime it was (whose: "LimiterOptions.Monitor").
+func (o *cobject) joinMonitorDeps(deps *depSet, whose string) error {
+	if deps == nil {
+		return nil
+	}
+	o.deps = deps
+	if !deps.add(o) {
+		o.cfree(o.ptr)
+		o.ptr = nil
+		return newError(CodeClosed, whose+"'s runtime is closing")
+	}
+	return nil
+}
+
 // close is the object's own Close: calls fail with ErrClosed from now on,
 // and the C object is freed. An object that uses the loop may not be
 // freed during a runtime shutdown that another thread runs; that shutdown
@@ -228,9 +246,7 @@ type valueCall struct {
 }
 
 func (k *valueCall) completeValue(status int, value uint64) {
-	atomic.AddInt64(&completions, 1)
-	if !atomic.CompareAndSwapInt32(&k.fired, 0, 1) {
-		atomic.AddInt64(&duplicates, 1)
+	if !firstCompletion(&k.fired) {
 		return
 	}
 	k.status, k.value = status, value

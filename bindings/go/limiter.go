@@ -187,14 +187,7 @@ func NewLimiter(rt *Runtime, o LimiterOptions) (*Limiter, error) {
 				return err
 			}
 			obj.after = append(obj.after, o.Monitor.c.releaseUse)
-			if deps != nil {
-				obj.deps = deps
-				if !deps.add(obj) { // the monitor's runtime is closing
-					C.sluice_limiter_free((*C.sluice_limiter)(obj.ptr))
-					return newError(CodeClosed, "LimiterOptions.Monitor's runtime is closing")
-				}
-			}
-			return nil
+			return obj.joinMonitorDeps(deps, "LimiterOptions.Monitor")
 		})
 	default:
 		err = create(nil, nil)
@@ -406,46 +399,25 @@ func (l *Limiter) Wait(ctx context.Context, key string, cost uint64) error {
 		return err
 	}
 	k := &statusCall{done: make(chan struct{})}
-	var op *C.sluice_op
-	opOut := (**C.sluice_op)(nil)
-	if ctx.Done() != nil {
-		opOut = &op
-	}
-	err = l.o.use(func(p unsafe.Pointer) error {
-		h := newHandle(k)
+	_, err = l.o.queueWait(ctx, k, k.done, func(p unsafe.Pointer, h C.uintptr_t, opOut **C.sluice_op) error {
 		var r C.sg_result
 		C.sg_limiter_acquire(&r, (*C.sluice_limiter)(p), strData(key), C.size_t(len(key)), C.uint64_t(cost),
 			C.int64_t(ms), h, opOut)
-		if err := resultErr(&r); err != nil {
-			dropHandle(h) // nothing was taken
-			return err
-		}
-		return nil
+		return resultErr(&r)
 	})
 	if err != nil {
 		return err
 	}
-	waitOp(ctx, k.done, op, l.o.opCanceler())
-	cause := ctx.Err()
-	switch Code(k.status) {
-	case 0:
-		return nil
-	case CodeCanceled:
-		if cause != nil {
-			return ctxEnded(cause, "Limiter.Wait: the context ended while waiting")
-		}
-	case CodeTimedOut:
-		e := newError(CodeTimedOut, "Limiter.Wait: the context's deadline passed while waiting")
-		e.cause = deadlineCause(ctx)
-		return e
-	case CodeClosed:
-		return newError(CodeClosed, "Limiter.Wait: the limiter or its runtime closed while waiting")
-	case CodeInvalid:
-		return newError(CodeInvalid, "Limiter.Wait: the limit was lowered below the cost while waiting")
+	if k.status == 0 {
+		return nil // the units were taken, even if ctx ended meanwhile
 	}
-	e := newError(Code(k.status), "Limiter.Wait: the wait failed")
-	e.cause = cause
-	return e
+	return waitFailed(ctx, "Limiter.Wait", k.status, limiterWaitMsgs)
+}
+
+// limiterWaitMsgs are the limiter's own messages for a failed wait.
+var limiterWaitMsgs = map[Code]string{
+	CodeClosed:  "the limiter or its runtime closed while waiting",
+	CodeInvalid: "the limit was lowered below the cost while waiting",
 }
 
 // Wake makes every waiting request look at its key again now. The

@@ -14,20 +14,7 @@ import (
 func newLimiter(t *testing.T, rt *Runtime, o LimiterOptions) *Limiter {
 	t.Helper()
 	l, err := NewLimiter(rt, o)
-	if err != nil {
-		t.Fatalf("NewLimiter: %v", err)
-	}
-	t.Cleanup(func() { l.Close() })
-	return l
-}
-
-func limiterStats(t *testing.T, l *Limiter) LimiterStats {
-	t.Helper()
-	st, err := l.Stats()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return st
+	return closeAtEnd(t, "NewLimiter", l, err)
 }
 
 func check(t *testing.T, l *Limiter, key string, cost uint64) LimitResult {
@@ -93,7 +80,7 @@ func TestLimiterSlidingLogWindow(t *testing.T) {
 	if !l.Allow("user:1") || l.Allow("user:1") {
 		t.Fatal("after 55 s exactly one more should pass")
 	}
-	st := limiterStats(t, l)
+	st := mustGet(t, l.Stats)
 	if st.Allowed != 7 || st.Rejected != 2 || st.Keys != 2 || st.Limit != 5 || st.Window != time.Minute {
 		t.Fatalf("stats %+v", st)
 	}
@@ -141,7 +128,7 @@ func TestLimiterConcurrentExact(t *testing.T) {
 	if passed != 1000 {
 		t.Fatalf("%d passed of a limit of 1000", passed)
 	}
-	if st := limiterStats(t, l); st.Allowed != 1000 || st.Rejected != 1400 {
+	if st := mustGet(t, l.Stats); st.Allowed != 1000 || st.Rejected != 1400 {
 		t.Fatalf("stats %+v", st)
 	}
 }
@@ -154,7 +141,7 @@ func TestLimiterWaitOnInjectedClock(t *testing.T) {
 	if err := l.Wait(ctx, "k", 2); err != nil { // passes at once, no loop trip
 		t.Fatal(err)
 	}
-	if st := limiterStats(t, l); st.Waits != 0 || st.Allowed != 1 {
+	if st := mustGet(t, l.Stats); st.Waits != 0 || st.Allowed != 1 {
 		t.Fatalf("a wait that could pass went to the loop: %+v", st)
 	}
 	// Two waiters, queued in order: the first needs 2 units, the second 1.
@@ -169,7 +156,7 @@ func TestLimiterWaitOnInjectedClock(t *testing.T) {
 			}
 			order <- i
 		}(i, cost)
-		spinUntil(t, "waiter", func() bool { return limiterStats(t, l).Waiting == uint64(i+1) })
+		waitFor(t, "waiter", func() bool { return mustGet(t, l.Stats).Waiting == uint64(i+1) })
 	}
 	// Waiters go first: a check is refused while they queue.
 	if res := check(t, l, "k", 1); res.Allowed || res.Reason != ReasonQueued {
@@ -182,13 +169,13 @@ func TestLimiterWaitOnInjectedClock(t *testing.T) {
 	if got := <-order; got != 0 {
 		t.Fatalf("waiter %d passed first", got)
 	}
-	if st := limiterStats(t, l); st.Waiting != 1 {
+	if st := mustGet(t, l.Stats); st.Waiting != 1 {
 		t.Fatalf("the second waiter should still wait (nothing left): %+v", st)
 	}
 	clock.Advance(time.Minute)
 	l.Wake()
 	wg.Wait()
-	if st := limiterStats(t, l); st.Allowed != 3 || st.Waits != 2 || st.Waiting != 0 {
+	if st := mustGet(t, l.Stats); st.Allowed != 3 || st.Waits != 2 || st.Waiting != 0 {
 		t.Fatalf("stats %+v", st)
 	}
 }
@@ -209,7 +196,7 @@ func TestLimiterWaitDeadlineAndCancel(t *testing.T) {
 	cctx, cancel := context.WithCancel(ctx)
 	got := make(chan error, 1)
 	go func() { got <- l.Wait(cctx, "k", 1) }()
-	spinUntil(t, "waiter", func() bool { return limiterStats(t, l).Waiting == 1 })
+	waitFor(t, "waiter", func() bool { return mustGet(t, l.Stats).Waiting == 1 })
 	cancel()
 	if err := <-got; !errors.Is(err, ErrCanceled) || !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancel: %v", err)
@@ -217,7 +204,7 @@ func TestLimiterWaitDeadlineAndCancel(t *testing.T) {
 	if err := l.Wait(cctx, "k", 1); !errors.Is(err, ErrCanceled) {
 		t.Fatalf("ended context: %v", err)
 	}
-	st := limiterStats(t, l)
+	st := mustGet(t, l.Stats)
 	if st.Waiting != 0 || st.Allowed != 1 || st.WaitTimeouts+st.WaitCancels != 2 {
 		t.Fatalf("stats %+v", st)
 	}
@@ -242,7 +229,7 @@ func TestLimiterCancelRacesGrant(t *testing.T) {
 		defer cancel()
 		got := make(chan error, 1)
 		go func() { got <- l.Wait(wctx, "k", 1) }()
-		spinUntil(t, "waiter", func() bool { return limiterStats(t, l).Waiting == 1 })
+		waitFor(t, "waiter", func() bool { return mustGet(t, l.Stats).Waiting == 1 })
 		var err error
 		switch round % 3 {
 		case 0: // granted first
@@ -274,8 +261,8 @@ func TestLimiterCancelRacesGrant(t *testing.T) {
 		default:
 			t.Fatal(err)
 		}
-		spinUntil(t, "no waiter", func() bool { return limiterStats(t, l).Waiting == 0 })
-		if st := limiterStats(t, l); st.Allowed != uint64(round+1+passed) {
+		waitFor(t, "no waiter", func() bool { return mustGet(t, l.Stats).Waiting == 0 })
+		if st := mustGet(t, l.Stats); st.Allowed != uint64(round+1+passed) {
 			t.Fatalf("round %d: %d passes counted, %d checks and %d waits returned nil", round, st.Allowed, round+1, passed)
 		}
 	}
@@ -387,7 +374,7 @@ func TestLimiterBlockSetLimitSweep(t *testing.T) {
 	}
 	got := make(chan error, 1)
 	go func() { got <- l.Wait(guardCtx(t), "w", 8) }()
-	spinUntil(t, "waiter", func() bool { return limiterStats(t, l).Waiting == 1 })
+	waitFor(t, "waiter", func() bool { return mustGet(t, l.Stats).Waiting == 1 })
 	if err := l.SetLimit(5, time.Second, 0); err != nil {
 		t.Fatal(err)
 	}
@@ -397,14 +384,14 @@ func TestLimiterBlockSetLimitSweep(t *testing.T) {
 	if err := l.SetLimit(5, 999, 0); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("window below 1 µs: %v", err)
 	}
-	if st := limiterStats(t, l); st.Limit != 5 || st.Burst != 5 || st.Keys != 2 {
+	if st := mustGet(t, l.Stats); st.Limit != 5 || st.Burst != 5 || st.Keys != 2 {
 		t.Fatalf("stats %+v", st)
 	}
 	clock.Advance(time.Hour) // everything refills: both keys are fresh again
 	if n, err := l.Sweep(); n != 2 || err != nil {
 		t.Fatalf("Sweep: %d, %v", n, err)
 	}
-	if st := limiterStats(t, l); st.Keys != 0 || st.Reclaimed < 2 {
+	if st := mustGet(t, l.Stats); st.Keys != 0 || st.Reclaimed < 2 {
 		t.Fatalf("stats after Sweep %+v", st)
 	}
 }
@@ -426,7 +413,7 @@ func TestLimiterMaxKeys(t *testing.T) {
 	if err != nil || !res.Allowed || res.Reason != ReasonFull {
 		t.Fatalf("FailOpen: %+v, %v", res, err)
 	}
-	if st := limiterStats(t, open); st.Keys != 1 || st.FullAllowed != 1 {
+	if st := mustGet(t, open.Stats); st.Keys != 1 || st.FullAllowed != 1 {
 		t.Fatalf("stats %+v", st)
 	}
 }
@@ -467,7 +454,7 @@ func TestLimiterBadInput(t *testing.T) {
 			t.Errorf("option %s: %v, want ErrInvalid with a message", name, err)
 		}
 	}
-	if st := limiterStats(t, l); st.Keys != 0 || st.Allowed != 0 {
+	if st := mustGet(t, l.Stats); st.Keys != 0 || st.Allowed != 0 {
 		t.Fatalf("bad input changed state: %+v", st)
 	}
 	l.Close()
@@ -480,10 +467,7 @@ func TestLimiterBadInput(t *testing.T) {
 }
 
 func TestLimiterOnLoopThreadAndClose(t *testing.T) {
-	rt, err := New()
-	if err != nil {
-		t.Fatal(err)
-	}
+	rt := newRuntime(t) // closed again at the end: a no-op
 	l, err := NewLimiter(rt, LimiterOptions{Limit: 1, Window: time.Minute})
 	if err != nil {
 		t.Fatal(err)
@@ -502,7 +486,7 @@ func TestLimiterOnLoopThreadAndClose(t *testing.T) {
 	}
 	l.Allow("k")
 	go func() { got <- l.Wait(context.Background(), "k", 1) }()
-	spinUntil(t, "waiter", func() bool { return limiterStats(t, l).Waiting == 1 })
+	waitFor(t, "waiter", func() bool { return mustGet(t, l.Stats).Waiting == 1 })
 	closeAndCheckHandles(t, rt) // closes the limiter too
 	if err := <-got; !errors.Is(err, ErrClosed) {
 		t.Fatalf("waiter at runtime Close: %v", err)
@@ -515,14 +499,8 @@ func TestLimiterOnLoopThreadAndClose(t *testing.T) {
 // A limiter on no runtime recording into a monitor on one is closed with
 // that runtime, before the monitor.
 func TestLimiterMonitor(t *testing.T) {
-	rt, err := New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := NewMonitor(rt, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rt := newRuntime(t) // closed again at the end: a no-op
+	m := newMonitor(t, rt)
 	l, err := NewLimiter(nil, LimiterOptions{Limit: 1, Window: time.Minute, Monitor: m, Name: "chat"})
 	if err != nil {
 		t.Fatal(err)

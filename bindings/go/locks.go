@@ -357,43 +357,29 @@ func (l *Locks) lock(ctx context.Context, what string, keys []LockKey) (*LockGua
 	if err != nil {
 		return nil, err
 	}
-	k := &valueCall{done: make(chan struct{})}
-	var op *C.sluice_op
-	opOut := (**C.sluice_op)(nil)
-	if ctx.Done() != nil {
-		opOut = &op
-	}
-	err = l.o.use(func(p unsafe.Pointer) error {
-		h := newHandle(k)
-		var r C.sg_result
-		if blk == nil {
-			key := keys[0]
-			C.sg_locks_acquire(&r, (*C.sluice_locks)(p), strData(key.Key), C.size_t(len(key.Key)),
-				C.int(key.Mode), C.int64_t(ms), h, opOut)
-		} else {
-			bytes, lens, modes, n := blk.ptrs()
-			C.sg_locks_acquire_many(&r, (*C.sluice_locks)(p), bytes, lens, modes, n, C.int64_t(ms), h, opOut)
-		}
-		if err := resultErr(&r); err != nil {
-			dropHandle(h) // nothing was taken
-			return err
-		}
-		return nil
+	g, err = l.o.awaitGrant(ctx, grantWait{
+		what: what,
+		start: func(p unsafe.Pointer, h C.uintptr_t, opOut **C.sluice_op) error {
+			var r C.sg_result
+			if blk == nil {
+				key := keys[0]
+				C.sg_locks_acquire(&r, (*C.sluice_locks)(p), strData(key.Key), C.size_t(len(key.Key)),
+					C.int(key.Mode), C.int64_t(ms), h, opOut)
+			} else {
+				bytes, lens, modes, n := blk.ptrs()
+				C.sg_locks_acquire_many(&r, (*C.sluice_locks)(p), bytes, lens, modes, n, C.int64_t(ms), h, opOut)
+			}
+			return resultErr(&r)
+		},
+		failed:   func(status int) error { return waitFailed(ctx, what, status, locksWaitMsgs) },
+		giveBack: func(v uint64) { (&LockGuard{l: l, g: v}).Unlock() },
+		late:     &lateGrants,
+		lost:     "the lock granted meanwhile was released",
 	})
 	if err != nil {
 		return nil, err
 	}
-	canceled := waitOp(ctx, k.done, op, l.o.opCanceler())
-	if k.status != 0 {
-		return nil, l.waitError(ctx, what, k.status)
-	}
-	lg := &LockGuard{l: l, g: k.value}
-	if canceled {
-		// Granted before the cancel took: nobody wants it.
-		atomic.AddInt64(&lateGrants, 1)
-		lg.Unlock()
-		return nil, ctxEnded(ctx.Err(), what+": the context ended; the lock granted meanwhile was released")
-	}
+	lg := &LockGuard{l: l, g: g}
 	err = l.o.use(func(p unsafe.Pointer) error {
 		var r C.sg_result
 		var tok C.uint64_t
@@ -407,26 +393,10 @@ func (l *Locks) lock(ctx context.Context, what string, keys []LockKey) (*LockGua
 	return lg, nil
 }
 
-// waitError is the error of a wait that completed with status.
-func (l *Locks) waitError(ctx context.Context, what string, status int) error {
-	cause := ctx.Err()
-	switch Code(status) {
-	case CodeCanceled:
-		if cause != nil {
-			return ctxEnded(cause, what+": the context ended while waiting")
-		}
-	case CodeTimedOut:
-		e := newError(CodeTimedOut, what+": the context's deadline passed while waiting")
-		e.cause = deadlineCause(ctx)
-		return e
-	case CodeClosed:
-		return newError(CodeClosed, what+": the lock manager or its runtime closed while waiting")
-	case CodeLimit:
-		return newError(CodeLimit, what+": no room for a new key (MaxKeys keys are held or waited on)")
-	}
-	e := newError(Code(status), what+": the wait failed")
-	e.cause = cause
-	return e
+// locksWaitMsgs are the lock manager's own messages for a failed wait.
+var locksWaitMsgs = map[Code]string{
+	CodeClosed: "the lock manager or its runtime closed while waiting",
+	CodeLimit:  "no room for a new key (MaxKeys keys are held or waited on)",
 }
 
 func isCode(err error, c Code) bool {

@@ -15,37 +15,7 @@ import (
 func newLocks(t *testing.T, rt *Runtime, o LocksOptions) *Locks {
 	t.Helper()
 	l, err := NewLocks(rt, o)
-	if err != nil {
-		t.Fatalf("NewLocks: %v", err)
-	}
-	t.Cleanup(func() { l.Close() })
-	return l
-}
-
-func locksStats(t *testing.T, l *Locks) LocksStats {
-	t.Helper()
-	st, err := l.Stats()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return st
-}
-
-// spinUntil waits for cond without sleeping a fixed time; the hang guard
-// only catches a hang.
-func spinUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(hangGuard)
-	for i := 0; !cond(); i++ {
-		if time.Now().After(deadline) {
-			t.Fatalf("hang: %s", what)
-		}
-		if i < 1000 {
-			runtime.Gosched()
-		} else {
-			time.Sleep(50 * time.Microsecond)
-		}
-	}
+	return closeAtEnd(t, "NewLocks", l, err)
 }
 
 // Exclusive holders never overlap, shared holders never overlap an
@@ -125,7 +95,7 @@ func TestLocksMutualExclusion(t *testing.T) {
 	if counter != writes {
 		t.Fatalf("counter %d, want %d", counter, writes)
 	}
-	st := locksStats(t, l)
+	st := mustGet(t, l.Stats)
 	if st.Held != 0 || st.LiveKeys != 0 || st.Waiters != 0 || st.Acquisitions != goroutines*each {
 		t.Fatalf("stats after the run: %+v", st)
 	}
@@ -195,7 +165,7 @@ func TestLocksFIFO(t *testing.T) {
 			order <- i
 			g.Unlock()
 		}(i)
-		spinUntil(t, "waiter to queue", func() bool { return locksStats(t, l).Waiters == uint64(i+1) })
+		waitFor(t, "waiter to queue", func() bool { return mustGet(t, l.Stats).Waiters == uint64(i+1) })
 	}
 	if err := holder.Unlock(); err != nil {
 		t.Fatal(err)
@@ -227,7 +197,7 @@ func TestLocksFIFO(t *testing.T) {
 		}
 		wdone <- g
 	}()
-	spinUntil(t, "writer to queue", func() bool { return locksStats(t, l).Waiters == 1 })
+	waitFor(t, "writer to queue", func() bool { return mustGet(t, l.Stats).Waiters == 1 })
 	if _, err := l.TryLock("k", Shared); !errors.Is(err, ErrAgain) {
 		t.Fatalf("shared try past a queued writer: %v, want ErrAgain", err)
 	}
@@ -263,22 +233,18 @@ func TestLocksDeadlineAndCancel(t *testing.T) {
 	}
 
 	cctx, cancel := context.WithCancel(ctx)
-	got := make(chan error, 1)
-	go func() {
-		_, err := l.Lock(cctx, "k")
-		got <- err
-	}()
-	spinUntil(t, "waiter to queue", func() bool { return locksStats(t, l).Waiters == 1 })
+	got := lockAndUnlock(cctx, l, "k")
+	waitFor(t, "waiter to queue", func() bool { return mustGet(t, l.Stats).Waiters == 1 })
 	cancel()
 	if err := <-got; !errors.Is(err, ErrCanceled) || !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancel: %v, want ErrCanceled and context.Canceled", err)
 	}
-	st := locksStats(t, l)
+	st := mustGet(t, l.Stats)
 	if st.Waiters != 0 || st.Held != 1 || st.Cancellations+st.Timeouts < 2 {
 		t.Fatalf("stats %+v", st)
 	}
 	holder.Unlock()
-	if st := locksStats(t, l); st.LiveKeys != 0 {
+	if st := mustGet(t, l.Stats); st.LiveKeys != 0 {
 		t.Fatalf("stats %+v", st)
 	}
 }
@@ -313,7 +279,7 @@ func TestLocksCancelRacesGrant(t *testing.T) {
 			g, err = l.Lock(wctx, "k")
 			got <- err
 		}()
-		spinUntil(t, "waiter to queue", func() bool { return locksStats(t, l).Waiters == 1 })
+		waitFor(t, "waiter to queue", func() bool { return mustGet(t, l.Stats).Waiters == 1 })
 		var err2 error
 		switch round % 3 {
 		case 0: // granted first
@@ -346,7 +312,7 @@ func TestLocksCancelRacesGrant(t *testing.T) {
 		default:
 			t.Fatalf("round %d: %v", round, err2)
 		}
-		spinUntil(t, "key free", func() bool { st := locksStats(t, l); return st.Held == 0 && st.LiveKeys == 0 })
+		waitFor(t, "key free", func() bool { st := mustGet(t, l.Stats); return st.Held == 0 && st.LiveKeys == 0 })
 	}
 	t.Logf("%d granted, %d cancelled (%d granted after the cancel and released)", granted, canceled, late())
 }
@@ -379,7 +345,7 @@ func TestLocksMany(t *testing.T) {
 		}
 		got <- g
 	}()
-	spinUntil(t, "LockMany to queue", func() bool { return locksStats(t, l).Waiters == 1 })
+	waitFor(t, "LockMany to queue", func() bool { return mustGet(t, l.Stats).Waiters == 1 })
 	b.Unlock()
 	both := <-got
 	if both == nil {
@@ -393,7 +359,7 @@ func TestLocksMany(t *testing.T) {
 	if err := both.Unlock(); err != nil {
 		t.Fatal(err)
 	}
-	if st := locksStats(t, l); st.Held != 0 {
+	if st := mustGet(t, l.Stats); st.Held != 0 {
 		t.Fatalf("one Unlock did not release both: %+v", st)
 	}
 
@@ -461,7 +427,7 @@ func TestLocksTokens(t *testing.T) {
 	h, _ := l.Lock(ctx, "fence")
 	got := make(chan *LockGuard, 1)
 	go func() { g, _ := l.Lock(ctx, "fence"); got <- g }()
-	spinUntil(t, "waiter", func() bool { return locksStats(t, l).Waiters == 1 })
+	waitFor(t, "waiter", func() bool { return mustGet(t, l.Stats).Waiters == 1 })
 	h.Unlock()
 	w := <-got
 	if w == nil || w.Token() <= h.Token() {
@@ -522,7 +488,7 @@ func TestLocksBadInput(t *testing.T) {
 	if _, err := NewLocks(rt, LocksOptions{HoldLimit: -time.Second}); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("negative HoldLimit: %v", err)
 	}
-	if st := locksStats(t, l); st.Held != 0 || st.LiveKeys != 0 {
+	if st := mustGet(t, l.Stats); st.Held != 0 || st.LiveKeys != 0 {
 		t.Fatalf("bad input left state behind: %+v", st)
 	}
 }
@@ -548,15 +514,8 @@ func TestLocksKeyLimit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := make(chan error, 1)
-	go func() {
-		g, err := w.Lock(ctx, "b")
-		if err == nil {
-			g.Unlock()
-		}
-		got <- err
-	}()
-	spinUntil(t, "room waiter", func() bool { return locksStats(t, w).RoomWaiters == 1 })
+	got := lockAndUnlock(ctx, w, "b")
+	waitFor(t, "room waiter", func() bool { return mustGet(t, w.Stats).RoomWaiters == 1 })
 	a.Unlock()
 	if err := <-got; err != nil {
 		t.Fatalf("waiting for room: %v", err)
@@ -626,26 +585,36 @@ func TestLocksHeldTooLong(t *testing.T) {
 	if r.key != "slow\x00handler" || r.token != g.Token() || r.held < 5*time.Millisecond {
 		t.Fatalf("report %+v for token %d", r, g.Token())
 	}
-	st := locksStats(t, l)
+	st := mustGet(t, l.Stats)
 	if st.HeldTooLong != 1 || st.Held != 0 {
 		t.Fatalf("stats %+v (the callback released the guard)", st)
 	}
 }
 
+// lockAndUnlock locks key in a goroutine, unlocks it at once if granted,
+// and sends Lock's error: a waiter the test can queue behind a holder.
+func lockAndUnlock(ctx context.Context, l *Locks, key string) <-chan error {
+	got := make(chan error, 1)
+	go func() {
+		g, err := l.Lock(ctx, key)
+		if err == nil {
+			g.Unlock()
+		}
+		got <- err
+	}()
+	return got
+}
+
 func TestLocksClose(t *testing.T) {
-	rt, err := New()
-	if err != nil {
-		t.Fatal(err)
-	}
+	rt := newRuntime(t) // closed again at the end: a no-op
 	ctx := guardCtx(t)
 	l, err := NewLocks(rt, LocksOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	held, _ := l.Lock(ctx, "k")
-	got := make(chan error, 1)
-	go func() { _, err := l.Lock(ctx, "k"); got <- err }()
-	spinUntil(t, "waiter", func() bool { return locksStats(t, l).Waiters == 1 })
+	got := lockAndUnlock(ctx, l, "k")
+	waitFor(t, "waiter", func() bool { return mustGet(t, l.Stats).Waiters == 1 })
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -672,8 +641,8 @@ func TestLocksClose(t *testing.T) {
 		t.Fatal(err)
 	}
 	held, _ = l2.Lock(ctx, "k")
-	go func() { _, err := l2.Lock(ctx, "k"); got <- err }()
-	spinUntil(t, "waiter", func() bool { return locksStats(t, l2).Waiters == 1 })
+	got = lockAndUnlock(ctx, l2, "k")
+	waitFor(t, "waiter", func() bool { return mustGet(t, l2.Stats).Waiters == 1 })
 	closedOnLoop := make(chan error, 1)
 	if err := rt.Post(func() {
 		for st, _ := rt.Stats(); !st.Closed; st, _ = rt.Stats() {
@@ -704,15 +673,8 @@ func TestLocksMonitor(t *testing.T) {
 	l := newLocks(t, rt, LocksOptions{Monitor: m})
 	ctx := guardCtx(t)
 	h, _ := l.Lock(ctx, "k")
-	got := make(chan error, 1)
-	go func() {
-		g, err := l.Lock(ctx, "k")
-		if err == nil {
-			g.Unlock()
-		}
-		got <- err
-	}()
-	spinUntil(t, "waiter", func() bool { return locksStats(t, l).Waiters == 1 })
+	got := lockAndUnlock(ctx, l, "k")
+	waitFor(t, "waiter", func() bool { return mustGet(t, l.Stats).Waiters == 1 })
 	h.Unlock()
 	if err := <-got; err != nil {
 		t.Fatal(err)

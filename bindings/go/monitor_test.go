@@ -13,11 +13,7 @@ import (
 func newMonitor(t *testing.T, rt *Runtime) *Monitor {
 	t.Helper()
 	m, err := NewMonitor(rt, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { m.Close() })
-	return m
+	return closeAtEnd(t, "NewMonitor", m, err)
 }
 
 func opStats(t *testing.T, m *Monitor, w Window) map[string]OpStats {

@@ -292,9 +292,7 @@ type statusCall struct {
 }
 
 func (s *statusCall) complete(status int) {
-	atomic.AddInt64(&completions, 1)
-	if !atomic.CompareAndSwapInt32(&s.fired, 0, 1) {
-		atomic.AddInt64(&duplicates, 1)
+	if !firstCompletion(&s.fired) {
 		return
 	}
 	s.status = status
@@ -394,9 +392,7 @@ type pgCall struct {
 }
 
 func (k *pgCall) completeWith(status int, ptr unsafe.Pointer, msg string) {
-	atomic.AddInt64(&completions, 1)
-	if !atomic.CompareAndSwapInt32(&k.fired, 0, 1) {
-		atomic.AddInt64(&duplicates, 1)
+	if !firstCompletion(&k.fired) {
 		return
 	}
 	if ptr != nil {

@@ -54,27 +54,6 @@ func table(t *testing.T, p *Pool, columns string) string {
 	return name
 }
 
-// waitFor polls cond until it holds; the guard only catches a hang.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(hangGuard)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("hang: %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
-func stats(t *testing.T, p *Pool) PoolStats {
-	t.Helper()
-	st, err := p.Stats()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return st
-}
-
 func asError(t *testing.T, err error) *Error {
 	t.Helper()
 	var se *Error
@@ -275,7 +254,7 @@ func TestPGServerErrors(t *testing.T) {
 	if se := asError(t, err); se.SQLState != "40001" || !se.Retryable {
 		t.Fatalf("serialization failure: %+v", se)
 	}
-	if st := stats(t, p); st.Errors42 < 2 || st.Errors23 < 1 || st.Errors40 < 1 {
+	if st := mustGet(t, p.Stats); st.Errors42 < 2 || st.Errors23 < 1 || st.Errors40 < 1 {
 		t.Fatalf("error classes not counted: %+v", st)
 	}
 }
@@ -309,7 +288,7 @@ func TestPGQueryTimeout(t *testing.T) {
 	if pid2 != pid {
 		t.Errorf("backend %d replaced by %d", pid, pid2)
 	}
-	if st := stats(t, p); st.Ambiguous != 1 || st.QueryTimeouts != 1 {
+	if st := mustGet(t, p.Stats); st.Ambiguous != 1 || st.QueryTimeouts != 1 {
 		t.Fatalf("stats %+v", st)
 	}
 	// Without a deadline in ctx (and with no Done channel, so no cancel),
@@ -435,7 +414,7 @@ func TestPGTransactions(t *testing.T) {
 	if got := ids(); got != "1" {
 		t.Fatalf("rows %q: the abandoned transaction was not rolled back", got)
 	}
-	if st := stats(t, p); st.Evictions[EvictDirty] != 0 {
+	if st := mustGet(t, p.Stats); st.Evictions[EvictDirty] != 0 {
 		t.Fatalf("connection evicted as dirty: %+v", st)
 	}
 }
@@ -481,7 +460,7 @@ func TestPGManyGoroutines(t *testing.T) {
 	for err := range errs {
 		t.Fatal(err)
 	}
-	st := stats(t, p)
+	st := mustGet(t, p.Stats)
 	if st.PeakTotal > maxSize || st.PeakTotal < 1 {
 		t.Fatalf("peak %d connections, max %d", st.PeakTotal, maxSize)
 	}
@@ -527,7 +506,7 @@ func TestPGAcquireTimesOut(t *testing.T) {
 	if _, err := p.Exec(ctx, "SELECT 1"); err != nil {
 		t.Fatal(err)
 	}
-	if st := stats(t, p); st.AcquireTimeouts < 2 || st.PeakTotal > 2 {
+	if st := mustGet(t, p.Stats); st.AcquireTimeouts < 2 || st.PeakTotal > 2 {
 		t.Fatalf("stats %+v", st)
 	}
 }
@@ -548,7 +527,7 @@ func TestPGCancel(t *testing.T) {
 		_, err := p.Query(qctx, "SELECT 1")
 		got <- err
 	}()
-	waitFor(t, "the query to queue", func() bool { return stats(t, p).Waiting == 1 })
+	waitFor(t, "the query to queue", func() bool { return mustGet(t, p.Stats).Waiting == 1 })
 	cancel()
 	select {
 	case err = <-got:
@@ -558,7 +537,7 @@ func TestPGCancel(t *testing.T) {
 	if se := asError(t, err); !errors.Is(err, ErrCanceled) || !errors.Is(err, context.Canceled) || se.Sent {
 		t.Fatalf("cancelled while waiting: %v", err)
 	}
-	if st := stats(t, p); st.Waiting != 0 || st.InUse != 1 {
+	if st := mustGet(t, p.Stats); st.Waiting != 0 || st.InUse != 1 {
 		t.Fatalf("stats %+v", st)
 	}
 	held.Release()
@@ -648,7 +627,7 @@ func TestPGCancelRaces(t *testing.T) {
 			return
 		}
 	}
-	waitFor(t, "connections back", func() bool { st := stats(t, p); return st.InUse == 0 && st.Waiting == 0 })
+	waitFor(t, "connections back", func() bool { st := mustGet(t, p.Stats); return st.InUse == 0 && st.Waiting == 0 })
 	if _, err := p.Exec(ctx, "SELECT 1"); err != nil {
 		t.Fatal(err)
 	}
@@ -710,7 +689,7 @@ func TestPoolCloseAndRuntimeClose(t *testing.T) {
 		_, err := p2.Exec(ctx, "SELECT pg_sleep(10)")
 		got <- err
 	}()
-	waitFor(t, "the query to start", func() bool { return stats(t, p2).InUse == 1 })
+	waitFor(t, "the query to start", func() bool { return mustGet(t, p2.Stats).InUse == 1 })
 	closeAndCheckHandles(t, rt)
 	if err := <-got; !errors.Is(err, ErrClosed) {
 		t.Fatalf("query at runtime close: %v", err)
@@ -750,7 +729,7 @@ func TestPoolOptionsAndConnectFailures(t *testing.T) {
 	}
 	defer p.Close(0)
 	ctx := guardCtx(t)
-	waitFor(t, "the pool to see the server down", func() bool { return stats(t, p).Down })
+	waitFor(t, "the pool to see the server down", func() bool { return mustGet(t, p.Stats).Down })
 	_, err = p.Exec(ctx, "SELECT 1")
 	if se := asError(t, err); !errors.Is(err, ErrUnreachable) || se.Sent || !se.Retryable || se.Message == "" {
 		t.Fatalf("unreachable server: %v (%+v)", err, se)

@@ -264,23 +264,12 @@ func NewPolicy(o PolicyOptions) (*Policy, error) {
 				return err
 			}
 			obj.after = append(obj.after, o.Monitor.c.releaseUse)
-			if deps != nil {
-				obj.deps = deps
-				if !deps.add(obj) { // the monitor's runtime is closing
-					C.sluice_retry_free((*C.sluice_retry)(obj.ptr))
-					return newError(CodeClosed, "PolicyOptions.Monitor's runtime is closing")
-				}
-			}
-			return nil
+			return obj.joinMonitorDeps(deps, "PolicyOptions.Monitor")
 		})
 	} else {
 		err = create(nil)
-		if err == nil && breakerDeps != nil {
-			obj.deps = breakerDeps
-			if !breakerDeps.add(obj) {
-				C.sluice_retry_free((*C.sluice_retry)(obj.ptr))
-				err = newError(CodeClosed, "the breaker's monitor's runtime is closing")
-			}
+		if err == nil {
+			err = obj.joinMonitorDeps(breakerDeps, "the breaker's monitor")
 		}
 	}
 	if err != nil {

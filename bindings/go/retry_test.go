@@ -43,20 +43,7 @@ func newFakePolicy(t *testing.T, o PolicyOptions) (*Policy, *fakeSleep) {
 	}
 	o.Sleep = f.sleep
 	p, err := NewPolicy(o)
-	if err != nil {
-		t.Fatalf("NewPolicy: %v", err)
-	}
-	t.Cleanup(func() { p.Close() })
-	return p, f
-}
-
-func retryStats(t *testing.T, p *Policy) RetryStats {
-	t.Helper()
-	st, err := p.Stats()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return st
+	return closeAtEnd(t, "NewPolicy", p, err), f
 }
 
 var errFlaky = errors.New("flaky service")
@@ -110,7 +97,7 @@ func TestRetryCountsAndDelays(t *testing.T) {
 	if err := p.Do(ctx, failing(2, errFlaky, &calls)); err != nil || calls != 3 {
 		t.Fatalf("succeeding at the 3rd attempt: %v after %d calls", err, calls)
 	}
-	st := retryStats(t, p)
+	st := mustGet(t, p.Stats)
 	if st.Runs != 2 || st.Attempts != 7 || st.FailuresAfterRetry != 1 || st.SuccessesAfterRetry != 1 || st.InFlight != 0 {
 		t.Fatalf("stats %+v", st)
 	}
@@ -239,7 +226,7 @@ func TestRetryBudget(t *testing.T) {
 	if !errors.Is(err, ErrBudget) || !errors.Is(err, errFlaky) || calls != 1 {
 		t.Fatalf("second run: %v after %d calls, want ErrBudget wrapping the attempt's error after 1", err, calls)
 	}
-	if st := retryStats(t, p); st.BudgetRefusals != 1 || st.BudgetBalance >= 1 {
+	if st := mustGet(t, p.Stats); st.BudgetRefusals != 1 || st.BudgetBalance >= 1 {
 		t.Fatalf("stats %+v", st)
 	}
 	// First attempts are never refused, and a success needs no token.
@@ -278,7 +265,7 @@ func TestRetryDeadline(t *testing.T) {
 	if err := q.Do(dctx, failing(100, errFlaky, &calls)); !errors.Is(err, ErrTimedOut) || calls != 3 {
 		t.Fatalf("ctx deadline: %v after %d calls", err, calls)
 	}
-	if st := retryStats(t, q); st.DeadlineStops != 1 {
+	if st := mustGet(t, q.Stats); st.DeadlineStops != 1 {
 		t.Fatalf("stats %+v", st)
 	}
 }
@@ -333,7 +320,7 @@ func TestRetryCancel(t *testing.T) {
 	if err := p.Do(ctx, func(context.Context) error { return nil }); !errors.Is(err, ErrCanceled) {
 		t.Fatalf("ended context: %v", err)
 	}
-	if st := retryStats(t, p); st.Cancelled != 2 || st.InFlight != 0 {
+	if st := mustGet(t, p.Stats); st.Cancelled != 2 || st.InFlight != 0 {
 		t.Fatalf("stats %+v", st)
 	}
 }
@@ -370,7 +357,7 @@ func TestRetryWithBreaker(t *testing.T) {
 		t.Fatalf("permanent failures tripped the breaker: %v", s)
 	}
 	// The run that tripped it and the run it refused.
-	if st := retryStats(t, p); st.BreakerRefusals != 2 {
+	if st := mustGet(t, p.Stats); st.BreakerRefusals != 2 {
 		t.Fatalf("stats %+v", st)
 	}
 	// The policy keeps its breaker after the breaker's Close.
@@ -473,7 +460,7 @@ func TestRetryConcurrent(t *testing.T) {
 		}(g)
 	}
 	wg.Wait()
-	st := retryStats(t, p)
+	st := mustGet(t, p.Stats)
 	if st.Runs != 800 || st.Attempts != uint64(calls) || uint64(failed) != st.FailuresAfterRetry ||
 		st.Runs != st.SuccessesFirst+st.SuccessesAfterRetry+st.FailuresFirst+st.FailuresAfterRetry || failed != 200 {
 		t.Fatalf("stats %+v for %d calls, %d failed runs", st, calls, failed)
@@ -494,7 +481,7 @@ func TestRetryCloseAndPanic(t *testing.T) {
 		}()
 		p.Do(guardCtx(t), func(context.Context) error { panic("attempt") })
 	}()
-	if st := retryStats(t, p); st.InFlight != 0 || st.Cancelled != 1 {
+	if st := mustGet(t, p.Stats); st.InFlight != 0 || st.Cancelled != 1 {
 		t.Fatalf("stats after a panic %+v", st)
 	}
 	// Close while an attempt runs: the attempt finishes, then Do ends.
@@ -551,14 +538,8 @@ func TestRetryBadInput(t *testing.T) {
 // "<name>.attempt" and "<name>.run" in the monitor; a policy recording
 // into a monitor on a runtime is closed with that runtime.
 func TestRetryMonitor(t *testing.T) {
-	rt, err := New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := NewMonitor(rt, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rt := newRuntime(t) // closed again at the end: a no-op
+	m := newMonitor(t, rt)
 	p, _ := newFakePolicy(t, PolicyOptions{MaxAttempts: 3, BaseDelay: time.Millisecond, Monitor: m, Name: "ai"})
 	var calls int32
 	if err := p.Do(guardCtx(t), failing(1, errFlaky, &calls)); err != nil {

@@ -294,19 +294,27 @@ func validPriority(what string, prio Priority) error {
 // taken, or requests waiting: they go first). It never waits, so it may
 // be called on the loop thread. Other errors: ErrClosed.
 func (tp *TaskPool) TryAcquire() (*Permit, error) {
-	var v C.uint64_t
-	err := tp.o.use(func(p unsafe.Pointer) error {
-		var r C.sg_result
-		C.sg_taskpool_try(&r, (*C.sluice_taskpool)(p), &v)
-		if r.rc == C.SLUICE_EAGAIN {
-			return newError(CodeAgain, "TaskPool.TryAcquire: every slot is taken or requests are waiting")
-		}
-		return resultErr(&r)
+	var v uint64
+	err := tp.o.use(func(p unsafe.Pointer) (err error) {
+		v, err = tryPermit(p, "TaskPool.TryAcquire: every slot is taken or requests are waiting")
+		return err
 	})
 	if err != nil {
 		return nil, err
 	}
-	return &Permit{tp: tp, v: uint64(v), start: time.Now()}, nil
+	return &Permit{tp: tp, v: v, start: time.Now()}, nil
+}
+
+// tryPermit takes a free slot of the live pool p now, or fails with
+// ErrAgain saying again.
+func tryPermit(p unsafe.Pointer, again string) (uint64, error) {
+	var v C.uint64_t
+	var r C.sg_result
+	C.sg_taskpool_try(&r, (*C.sluice_taskpool)(p), &v)
+	if r.rc == C.SLUICE_EAGAIN {
+		return 0, newError(CodeAgain, again)
+	}
+	return uint64(v), resultErr(&r)
 }
 
 // latePermits counts permits granted after their wait was cancelled, and
@@ -336,21 +344,17 @@ func (tp *TaskPool) acquire(ctx context.Context, what string, prio Priority) (*P
 	}
 	// Try first: a free slot needs no trip to the loop, and a try never
 	// passes waiting requests, so priority order holds.
-	var v C.uint64_t
-	err := tp.o.use(func(p unsafe.Pointer) error {
+	var v uint64
+	err := tp.o.use(func(p unsafe.Pointer) (err error) {
 		if tp.o.onLoop() {
 			return errLoopBlock(what)
 		}
-		var r C.sg_result
-		C.sg_taskpool_try(&r, (*C.sluice_taskpool)(p), &v)
-		if r.rc == C.SLUICE_EAGAIN {
-			return newError(CodeAgain, "")
-		}
-		return resultErr(&r)
+		v, err = tryPermit(p, "")
+		return err
 	})
 	switch {
 	case err == nil:
-		return &Permit{tp: tp, v: uint64(v), start: time.Now()}, nil
+		return &Permit{tp: tp, v: v, start: time.Now()}, nil
 	case !isCode(err, CodeAgain):
 		return nil, err
 	}
@@ -359,57 +363,28 @@ func (tp *TaskPool) acquire(ctx context.Context, what string, prio Priority) (*P
 	if err != nil {
 		return nil, err
 	}
-	k := &valueCall{done: make(chan struct{})}
-	var op *C.sluice_op
-	opOut := (**C.sluice_op)(nil)
-	if ctx.Done() != nil {
-		opOut = &op
-	}
-	err = tp.o.use(func(p unsafe.Pointer) error {
-		h := newHandle(k)
-		var r C.sg_result
-		C.sg_taskpool_acquire(&r, (*C.sluice_taskpool)(p), C.int(prio), C.int64_t(ms), h, opOut)
-		if err := resultErr(&r); err != nil {
-			dropHandle(h) // nothing was taken
-			return err
-		}
-		return nil
+	pv, err := tp.o.awaitGrant(ctx, grantWait{
+		what: what,
+		start: func(p unsafe.Pointer, h C.uintptr_t, opOut **C.sluice_op) error {
+			var r C.sg_result
+			C.sg_taskpool_acquire(&r, (*C.sluice_taskpool)(p), C.int(prio), C.int64_t(ms), h, opOut)
+			return resultErr(&r)
+		},
+		failed:   func(status int) error { return waitFailed(ctx, what, status, taskPoolWaitMsgs) },
+		giveBack: func(v uint64) { _ = (&Permit{tp: tp, v: v}).Release(nil) },
+		late:     &latePermits,
+		lost:     "the slot granted meanwhile was given back",
 	})
 	if err != nil {
 		return nil, err
 	}
-	canceled := waitOp(ctx, k.done, op, tp.o.opCanceler())
-	if k.status != 0 {
-		return nil, tp.waitError(ctx, what, k.status)
-	}
-	pm := &Permit{tp: tp, v: k.value, start: time.Now()}
-	if canceled {
-		// Granted before the cancel took: nobody wants it.
-		atomic.AddInt64(&latePermits, 1)
-		_ = pm.Release(nil)
-		return nil, ctxEnded(ctx.Err(), what+": the context ended; the slot granted meanwhile was given back")
-	}
-	return pm, nil
+	return &Permit{tp: tp, v: pv, start: time.Now()}, nil
 }
 
-// waitError is the error of a wait that completed with status.
-func (tp *TaskPool) waitError(ctx context.Context, what string, status int) error {
-	cause := ctx.Err()
-	switch Code(status) {
-	case CodeCanceled:
-		if cause != nil {
-			return ctxEnded(cause, what+": the context ended while waiting")
-		}
-	case CodeTimedOut:
-		e := newError(CodeTimedOut, what+": the context's deadline passed while waiting for a slot")
-		e.cause = deadlineCause(ctx)
-		return e
-	case CodeClosed:
-		return newError(CodeClosed, what+": the task pool or its runtime shut down while waiting")
-	}
-	e := newError(Code(status), what+": the wait failed")
-	e.cause = cause
-	return e
+// taskPoolWaitMsgs are the task pool's own messages for a failed wait.
+var taskPoolWaitMsgs = map[Code]string{
+	CodeTimedOut: "the context's deadline passed while waiting for a slot",
+	CodeClosed:   "the task pool or its runtime shut down while waiting",
 }
 
 // Run runs fn in the calling goroutine under a slot: Acquire, fn, then
@@ -515,9 +490,7 @@ func (t *taskCall) run() (status int) {
 }
 
 func (t *taskCall) complete(status int) {
-	atomic.AddInt64(&completions, 1)
-	if !atomic.CompareAndSwapInt32(&t.fired, 0, 1) {
-		atomic.AddInt64(&duplicates, 1)
+	if !firstCompletion(&t.fired) {
 		return
 	}
 	t.status = status
@@ -550,28 +523,17 @@ func (tp *TaskPool) Submit(ctx context.Context, prio Priority, fn func() error) 
 		return err
 	}
 	t := &taskCall{fn: fn, done: make(chan struct{})}
-	var op *C.sluice_op
-	opOut := (**C.sluice_op)(nil)
-	if ctx.Done() != nil {
-		opOut = &op
-	}
-	err = tp.o.use(func(p unsafe.Pointer) error {
+	_, err = tp.o.queueWait(ctx, t, t.done, func(p unsafe.Pointer, h C.uintptr_t, opOut **C.sluice_op) error {
 		if tp.o.onLoop() {
 			return errLoopBlock(what)
 		}
-		h := newHandle(t)
 		var r C.sg_result
 		C.sg_taskpool_submit(&r, (*C.sluice_taskpool)(p), C.int(prio), C.int64_t(ms), h, opOut)
-		if err := resultErr(&r); err != nil {
-			dropHandle(h) // nothing was taken
-			return err
-		}
-		return nil
+		return resultErr(&r)
 	})
 	if err != nil {
 		return err
 	}
-	waitOp(ctx, t.done, op, tp.o.opCanceler())
 	t.mu.Lock()
 	ran, ferr, panicked, pv := t.ran, t.err, t.panicked, t.panicVal
 	t.mu.Unlock()
@@ -581,7 +543,7 @@ func (tp *TaskPool) Submit(ctx context.Context, prio Priority, fn func() error) 
 	if ran {
 		return ferr
 	}
-	return tp.waitError(ctx, what, t.status)
+	return waitFailed(ctx, what, t.status, taskPoolWaitMsgs)
 }
 
 // TaskPoolStats are a pool's figures. Every request counted in Submitted

@@ -16,20 +16,7 @@ import (
 func newTaskPool(t *testing.T, rt *Runtime, o TaskPoolOptions) *TaskPool {
 	t.Helper()
 	tp, err := NewTaskPool(rt, o)
-	if err != nil {
-		t.Fatalf("NewTaskPool: %v", err)
-	}
-	t.Cleanup(func() { tp.Close() })
-	return tp
-}
-
-func poolStats(t *testing.T, tp *TaskPool) TaskPoolStats {
-	t.Helper()
-	s, err := tp.Stats()
-	if err != nil {
-		t.Fatalf("Stats: %v", err)
-	}
-	return s
+	return closeAtEnd(t, "NewTaskPool", tp, err)
 }
 
 // waitFor polls cond (a condition the library reports, not elapsed time)
@@ -49,7 +36,7 @@ func waitCond(t *testing.T, what string, cond func() bool) {
 // for exactly once.
 func checkBooks(t *testing.T, tp *TaskPool) TaskPoolStats {
 	t.Helper()
-	s := poolStats(t, tp)
+	s := mustGet(t, tp.Stats)
 	if s.Running != 0 || s.Queued != 0 || s.RoomWaiting != 0 {
 		t.Fatalf("not idle: %+v", s)
 	}
@@ -157,7 +144,7 @@ func TestTaskPoolPriorityOrder(t *testing.T) {
 			}
 		}(prio)
 		want := uint64(i + 1)
-		waitCond(t, "request queued", func() bool { return poolStats(t, tp).Queued == want })
+		waitCond(t, "request queued", func() bool { return mustGet(t, tp.Stats).Queued == want })
 	}
 	if _, err := tp.TryAcquire(); !errors.Is(err, ErrAgain) {
 		t.Fatalf("TryAcquire with requests waiting: %v, want ErrAgain", err)
@@ -188,7 +175,7 @@ func TestTaskPoolQueueFull(t *testing.T) {
 		}
 		queued <- err
 	}()
-	waitCond(t, "request queued", func() bool { return poolStats(t, tp).Queued == 1 })
+	waitCond(t, "request queued", func() bool { return mustGet(t, tp.Stats).Queued == 1 })
 	_, err := tp.Acquire(ctx, PriorityHigh)
 	if !errors.Is(err, ErrFull) {
 		t.Fatalf("Acquire on a full queue: %v, want ErrFull", err)
@@ -267,12 +254,12 @@ func TestTaskPoolCancelRacesGrant(t *testing.T) {
 			}
 			res <- err
 		}()
-		waitCond(t, "request queued", func() bool { return poolStats(t, tp).Queued == 1 })
+		waitCond(t, "request queued", func() bool { return mustGet(t, tp.Stats).Queued == 1 })
 		switch round % 3 {
 		case 0: // the cancel lands first
-			was := poolStats(t, tp).Cancelled
+			was := mustGet(t, tp.Stats).Cancelled
 			cancel()
-			waitCond(t, "cancel taken", func() bool { return poolStats(t, tp).Cancelled > was })
+			waitCond(t, "cancel taken", func() bool { return mustGet(t, tp.Stats).Cancelled > was })
 			hold.Release(nil)
 		case 1: // the cancel is on its way to the loop as the slot frees
 			cancel()
@@ -347,7 +334,7 @@ func TestTaskPoolShutdown(t *testing.T) {
 		_, err := tp.Acquire(ctx, PriorityLow)
 		waiting <- err
 	}()
-	waitCond(t, "request queued", func() bool { return poolStats(t, tp).Queued == 1 })
+	waitCond(t, "request queued", func() bool { return mustGet(t, tp.Stats).Queued == 1 })
 	if err := tp.Shutdown(0); !errors.Is(err, ErrTimedOut) {
 		t.Fatalf("Shutdown with a permit held: %v, want ErrTimedOut", err)
 	}
@@ -385,7 +372,7 @@ func TestTaskPoolResizeGrantsWaiters(t *testing.T) {
 	hold, _ := tp.TryAcquire()
 	got := make(chan error, 1)
 	go func() { got <- tp.Run(ctx, PriorityNormal, func() error { return nil }) }()
-	waitCond(t, "request queued", func() bool { return poolStats(t, tp).Queued == 1 })
+	waitCond(t, "request queued", func() bool { return mustGet(t, tp.Stats).Queued == 1 })
 	if err := tp.Resize(2); err != nil {
 		t.Fatal(err)
 	}

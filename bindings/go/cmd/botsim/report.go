@@ -51,6 +51,14 @@ func (s *sim) progress(start time.Time, done <-chan struct{}) {
 
 func ms(d time.Duration) float64 { return float64(d) / 1e6 }
 
+// meanMS is total spread over n, in milliseconds; 0 when there was none.
+func meanMS(total time.Duration, n uint64) float64 {
+	if n == 0 {
+		return 0
+	}
+	return ms(total / time.Duration(n))
+}
+
 func (s *sim) printOperations() {
 	fmt.Printf("\n%-22s %9s %9s %10s %10s %10s\n", "operation", "count", "success", "p50 ms", "p99 ms", "max ms")
 	ops, err := s.mon.Stats(sluice.WindowAll)
@@ -77,18 +85,12 @@ func (s *sim) printObjects() {
 		"         group: %d allowed, %d refused, %d keys now (peak %d)\n",
 		us.Allowed, us.Rejected, us.Keys, us.PeakKeys, gs.Allowed, gs.Rejected, gs.Keys, gs.PeakKeys)
 	ls, _ := s.locks.Stats()
-	meanWait := 0.0
-	if ls.Contended > 0 {
-		meanWait = ms(ls.WaitTotal / time.Duration(ls.Contended))
-	}
+	meanWait := meanMS(ls.WaitTotal, ls.Contended)
 	fmt.Printf("locks    %d acquisitions, %d had to wait (mean wait %.3f ms), %d timeouts, peak %d users locked\n",
 		ls.Acquisitions, ls.Contended, meanWait, ls.Timeouts, ls.PeakLiveKeys)
 	ts, _ := s.tasks.Stats()
 	ran := ts.Completed + ts.Failed
-	qwait := 0.0
-	if ran > 0 {
-		qwait = ms(ts.QueueWait / time.Duration(ran))
-	}
+	qwait := meanMS(ts.QueueWait, ran)
 	fmt.Printf("tasks    %d AI calls run, %d failed, %d rejected, %d expired, peak %d running, mean queue wait %.3f ms\n",
 		ran, ts.Failed, ts.Rejected, ts.Expired, ts.PeakRunning, qwait)
 	ai, _ := s.aiRetry.Stats()
@@ -98,10 +100,7 @@ func (s *sim) printObjects() {
 		"tripped %d times); database: %d attempts for %d runs\n",
 		ai.Attempts, ai.Runs, ai.BudgetRefusals, ai.BreakerRefusals, bs.State, bs.Opened, db.Attempts, db.Runs)
 	ps, _ := s.pool.Stats()
-	pwait := 0.0
-	if ps.Acquires > 0 {
-		pwait = ms(ps.WaitTotal / time.Duration(ps.Acquires))
-	}
+	pwait := meanMS(ps.WaitTotal, ps.Acquires)
 	fmt.Printf("pool     %d connections (peak %d), %d queries, %d errors, %d timeouts, mean wait for a connection %.3f ms\n",
 		ps.Total, ps.PeakTotal, ps.Queries, ps.QueryErrors, ps.QueryTimeouts, pwait)
 	pr, _ := s.mon.Process()
