@@ -137,7 +137,7 @@ struct List {
 // What a section under mu_ leaves to do once the mutex is released: ops to
 // post to the loop (grants and decided outcomes, each holding a reference
 // taken under the mutex), of which `completions` are finished tasks (see
-// posting_), and idle workers to wake.
+// posting_), and how many idle workers the section woke (see dispatch).
 struct Handoff {
   PoolOp *head = nullptr, *tail = nullptr;
   uint32_t completions = 0, wake = 0;

@@ -276,7 +276,7 @@ void Pool::grant(PoolOp *op, Handoff &h) {
 }
 
 void Pool::flush(Handoff &h) {
-  for (; h.wake; h.wake--) work_cv_.notify_one();
+  h.wake = 0;
   for (PoolOp *op = h.head, *next; op; op = next) {
     next = op->hnext;
     op->hnext = nullptr;

@@ -42,9 +42,16 @@ void Pool::dispatch(PoolOp *op, Handoff &h) {
   run_.push(op);
   // A worker that just finished a task looks at the run queue before it
   // sleeps: tasks it will take need neither a wake-up nor a new thread.
-  // Wake-ups happen once the mutex is released, so the woken worker does
-  // not run straight into it.
-  if (run_.n > returning_ && idle_ > h.wake) h.wake++;
+  // The worker is woken here, under the mutex, as libuv does: signalling
+  // the condition variable after the unlock (so the woken worker would not
+  // run into the mutex) measured 0.9 context switches per empty task
+  // against libuv's 0.6, and twice its time per task, on a quiet machine.
+  // h.wake counts the wake-ups so one section never wakes more workers
+  // than are idle.
+  if (run_.n > returning_ && idle_ > h.wake) {
+    h.wake++;
+    work_cv_.notify_one();
+  }
   if (run_.n > uint64_t{idle_} + returning_) start_worker();
 }
 
