@@ -1,41 +1,14 @@
 //! The safe wrapper against the real library, with a tiny executor of our
 //! own (thread park) to show the futures need no particular runtime.
-use std::future::Future;
-use std::pin::pin;
+mod common;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
-use std::thread::{self, Thread};
-use std::time::{Duration, Instant};
+use std::thread;
+use std::time::Duration;
 
+use common::{block_on, poll_once, wait_until};
 use sluice::{ErrorKind, Runtime};
-
-struct Unpark(Thread);
-impl Wake for Unpark {
-    fn wake(self: Arc<Self>) { self.0.unpark(); }
-}
-
-fn block_on<F: Future>(f: F) -> F::Output {
-    let mut f = pin!(f);
-    let waker = Waker::from(Arc::new(Unpark(thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    let guard = Instant::now() + Duration::from_secs(60); // hang guard only
-    loop {
-        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
-            return v;
-        }
-        assert!(Instant::now() < guard, "hang guard");
-        thread::park_timeout(Duration::from_millis(100));
-    }
-}
-
-fn wait_until(mut cond: impl FnMut() -> bool) {
-    let guard = Instant::now() + Duration::from_secs(60);
-    while !cond() {
-        assert!(Instant::now() < guard, "hang guard");
-        thread::sleep(Duration::from_millis(1));
-    }
-}
 
 #[test]
 fn version_is_checked() {
@@ -57,8 +30,7 @@ fn sleep_completes_and_dropping_cancels() {
     block_on(rt.sleep(Duration::from_millis(5))).unwrap();
     {
         let mut long = Box::pin(rt.sleep(Duration::from_secs(3600)));
-        let waker = Waker::from(Arc::new(Unpark(thread::current())));
-        assert!(long.as_mut().poll(&mut Context::from_waker(&waker)).is_pending());
+        assert!(poll_once(&mut long).is_pending());
     } // dropped: cancelled
     wait_until(|| rt.stats().unwrap().ops_pending == 0);
     let st = rt.stats().unwrap();
