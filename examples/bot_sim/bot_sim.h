@@ -63,6 +63,7 @@ struct sim {
   long started, inflight;
   uint64_t start_ns, rng;
   int pacing_timer; /* a timer for the next paced message is pending */
+  int pumping;      /* inside sim_pump: a nested call returns at once */
 
   /* Read by the progress line on the main thread. */
   atomic_long finished, accepted, rate_limited, lock_failed, db_failed, ai_failed, ai_calls;

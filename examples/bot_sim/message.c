@@ -222,9 +222,8 @@ static void on_pace(void *ud, int status) {
 }
 
 void sim_pump(struct sim *s) {
-  static int pumping; /* loop thread only */
-  if (pumping) return; /* the outer call's loop picks up the free slot */
-  pumping = 1;
+  if (s->pumping) return; /* the outer call's loop picks up the free slot */
+  s->pumping = 1;
   while (s->started < s->opt.messages && s->inflight < s->opt.inflight) {
     if (s->opt.rate > 0) {
       uint64_t due = s->start_ns + (uint64_t)((double)s->started * 1e9 / s->opt.rate);
@@ -240,5 +239,5 @@ void sim_pump(struct sim *s) {
     s->inflight++;
     start_message(s);
   }
-  pumping = 0;
+  s->pumping = 0;
 }
